@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Installs Pesto into ./.venv and the chosen languages, on Debian 12, as root.
+# Idempotent: run it again to add languages or pick up a new checkout.
+#
+#   ./install.sh                         # Pesto + python,c
+#   ./install.sh --languages all         # every language under languages/
+#   ./install.sh --languages python,java
+#   ./install.sh --languages none        # Pesto only
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+languages="python,c"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --languages) languages="$2"; shift 2 ;;
+    --languages=*) languages="${1#*=}"; shift ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+if [ "$(id -u)" != 0 ]; then
+  echo "install.sh: run as root (it installs Debian packages and sets up the sandbox)" >&2
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt_updated=/tmp/.pesto-apt-updated
+if [ ! -e "$apt_updated" ] || [ -n "$(find "$apt_updated" -mmin +360 2>/dev/null)" ]; then
+  apt-get update -qq && touch "$apt_updated"
+fi
+# The server and the Python runtime both use Debian's /usr/bin/python3.
+need=()
+for pkg in python3 python3-venv ca-certificates procps; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get install -y -qq --no-install-recommends "${need[@]}" || exit 1
+fi
+
+set -e
+if [ ! -x "$here/.venv/bin/python" ]; then
+  /usr/bin/python3 -m venv "$here/.venv"
+fi
+"$here/.venv/bin/pip" install -q --disable-pip-version-check -e "$here[test]"
+ln -sf "$here/.venv/bin/pesto" /usr/local/bin/pesto
+set +e
+
+if [ "$languages" = all ]; then
+  languages=$(cd "$here/languages" && ls -d */ | tr -d / | paste -sd, -)
+elif [ "$languages" = none ]; then
+  languages=""
+fi
+
+declare -A result
+failed=0
+IFS=, read -ra ids <<< "$languages"
+for id in "${ids[@]}"; do
+  [ -n "$id" ] || continue
+  script="$here/languages/$id/install.sh"
+  if [ ! -f "$script" ]; then
+    result[$id]="FAILED: no such language folder"; failed=1; continue
+  fi
+  echo "== installing $id"
+  log=$(mktemp)
+  if bash "$script" >"$log" 2>&1; then
+    result[$id]="installed"
+  else
+    result[$id]="FAILED: $(tail -n 1 "$log")"; failed=1
+  fi
+  cat "$log"; rm -f "$log"
+done
+
+echo
+echo "language      result"
+echo "------------  ------"
+for id in "${ids[@]}"; do
+  [ -n "$id" ] && printf '%-12s  %s\n' "$id" "${result[$id]}"
+done
+# A language that cannot be had here is reported, not fatal: Pesto serves
+# the ones that installed. PESTO_STRICT_INSTALL=1 makes it fatal.
+if [ "$failed" = 1 ] && [ "${PESTO_STRICT_INSTALL:-0}" = 1 ]; then
+  exit 1
+fi
+exit 0

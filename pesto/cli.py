@@ -1,0 +1,145 @@
+"""`pesto` command line: run, languages, doctor (+ serve/token from pesto.api.cli).
+
+Thin: parse flags → Settings → call into the engine or the app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from pathlib import Path
+
+from pesto.config import load_settings
+from pesto.errors import PestoError
+from pesto.models import ExecuteRequest, converter
+
+
+def _settings(args: argparse.Namespace, **extra):
+    return load_settings(config_file=getattr(args, "config", None),
+                         data_dir=getattr(args, "data_dir", None), **extra)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pesto.engine import Engine
+
+    settings = _settings(args)
+    code = Path(args.file).read_text() if args.file != "-" else sys.stdin.read()
+    request = ExecuteRequest(language=args.language, version=args.version, code=code,
+                             stdin=args.stdin or "", args=args.arg or [],
+                             run_timeout=args.run_timeout, compile_timeout=args.compile_timeout,
+                             memory_limit=args.memory_limit)
+
+    async def go():
+        engine = await Engine.start(settings)
+        try:
+            return await engine.execute(request, uuid.uuid4().hex)
+        finally:
+            await engine.close()
+
+    result = asyncio.run(go())
+    if args.json:
+        print(json.dumps(converter.unstructure(result), indent=2))
+    else:
+        for name, stage in (("compile", result.compile), ("run", result.runtime)):
+            if stage.status == "skipped":
+                continue
+            sys.stdout.write(stage.stdout)
+            sys.stderr.write(stage.stderr)
+            print(f"[{name}: {stage.status.value}, exit {stage.exit_code}, "
+                  f"{stage.wall_time} ms wall, {stage.cpu_time} ms cpu, "
+                  f"{stage.memory // 1024} KiB{', truncated' if stage.truncated else ''}]",
+                  file=sys.stderr)
+    final = result.runtime if result.runtime.status != "skipped" else result.compile
+    return 0 if final.status == "ok" else 1
+
+
+def cmd_languages(args: argparse.Namespace) -> int:
+    from pesto.runtimes import load_registry
+
+    registry = load_registry(_settings(args).languages_dir)
+    rows = registry.all if args.all else registry.installed
+    if args.json:
+        print(json.dumps([{"id": r.id, "language": r.language, "version": r.version,
+                           "aliases": r.spec.aliases, "compiled": r.compiled,
+                           "installed": r.installed} for r in rows], indent=2))
+        return 0
+    for r in rows:
+        mark = "" if r.installed else "  (not installed)"
+        print(f"{r.id:<12} {r.language:<14} {r.version:<10} {', '.join(r.spec.aliases)}{mark}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from pesto.sandbox.context import probe
+
+    settings = _settings(args)
+    ctx = probe(uid_base=settings.uid_base, uid_count=settings.uid_count,
+                sandbox_dir=str(settings.sandbox_dir), disable=settings.disable)
+    report = ctx.report()
+    missing = [name for name in settings.require if not report[name]["enabled"]]
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for name, layer in report.items():
+            state = "on " if layer["enabled"] else ("off" if layer["available"] else "n/a")
+            print(f"{name:<11} {state}  {layer['reason']}")
+        safe = {k: v for k, v in (("data_dir", settings.data_dir),
+                                  ("sandbox_dir", settings.sandbox_dir),
+                                  ("languages_dir", settings.languages_dir),
+                                  ("workers", settings.workers),
+                                  ("admin_token", "***" if settings.admin_token else None))}
+        print("config:", ", ".join(f"{k}={v}" for k, v in safe.items()))
+        if missing:
+            print(f"required layers missing: {', '.join(missing)}", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pesto", description="Pesto remote code execution engine")
+    p.add_argument("--config", help="pesto.toml (default: $PESTO_CONFIG)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="compile and run one program in the sandbox")
+    run.add_argument("language")
+    run.add_argument("file", help="source file, or - for standard input")
+    run.add_argument("--version", default="latest")
+    run.add_argument("--stdin")
+    run.add_argument("--arg", action="append", help="a program argument (repeatable)")
+    run.add_argument("--run-timeout", type=int, metavar="MS")
+    run.add_argument("--compile-timeout", type=int, metavar="MS")
+    run.add_argument("--memory-limit", type=int, metavar="BYTES")
+    run.add_argument("--json", action="store_true", help="print the full result as JSON")
+    run.set_defaults(func=cmd_run)
+
+    langs = sub.add_parser("languages", help="list installed languages")
+    langs.add_argument("--all", action="store_true", help="include folders whose runtime is missing")
+    langs.add_argument("--json", action="store_true")
+    langs.set_defaults(func=cmd_languages)
+
+    doc = sub.add_parser("doctor", help="report which sandbox layers this host offers")
+    doc.add_argument("--json", action="store_true")
+    doc.set_defaults(func=cmd_doctor)
+
+    try:
+        from pesto.api.cli import add_commands
+    except ImportError:
+        pass
+    else:
+        add_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PestoError as exc:
+        print(f"pesto: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""One frozen Settings object: defaults < pesto.toml < PESTO_* environment < flags.
+
+`load_settings` is handed the environment, so tests pass their own.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+import attrs
+import cattrs
+
+from pesto.errors import ConfigError
+
+_REPO_LANGUAGES = Path(__file__).resolve().parent.parent / "languages"
+
+LAYERS = ("users", "rlimits", "seccomp", "landlock", "namespaces", "cgroups", "disk")
+
+
+@attrs.frozen
+class Settings:
+    # Where things live.
+    data_dir: Path = Path("/var/lib/pesto")
+    # Root of the sandbox's own state: uid lock files and run work dirs.
+    # Must be traversable by run uids (0711), so never inside data_dir (0700).
+    sandbox_dir: Path = Path("/var/lib/pesto-sandbox")
+    languages_dir: Path = _REPO_LANGUAGES
+
+    # HTTP.
+    host: str = "0.0.0.0"
+    port: int = 8080
+    max_body_bytes: int = 1024 * 1024
+    admin_token: str | None = attrs.field(default=None, repr=False)
+
+    # Scheduling.
+    workers: int = attrs.field(factory=lambda: os.cpu_count() or 1)
+    queue_size: int = 500
+    retention_days: float = 7.0
+    shutdown_timeout: float = 10.0
+
+    # Sandbox.
+    uid_base: int = 61000
+    uid_count: int = 1000
+    require: tuple[str, ...] = ()
+    disable: tuple[str, ...] = ()
+
+    # Limits (client values must fall inside these; defaults apply when absent).
+    max_files: int = 20
+    output_limit: int = 64 * 1024
+    disk_limit: int = 64 * 1024 * 1024
+    compile_timeout_default: int = 5000
+    run_timeout_default: int = 5000
+    timeout_max: int = 30000
+    memory_default: int = 128 * 1024 * 1024
+    memory_min: int = 1024 * 1024
+    memory_max: int = 512 * 1024 * 1024
+
+    def __attrs_post_init__(self) -> None:
+        for name in (*self.require, *self.disable):
+            if name not in LAYERS:
+                raise ConfigError(f"unknown sandbox layer {name!r}; known: {', '.join(LAYERS)}")
+
+
+_conv = cattrs.Converter(forbid_extra_keys=True)
+_conv.register_structure_hook(Path, lambda v, _: Path(v))
+
+
+def _coerce_env(name: str, raw: str) -> Any:
+    field = attrs.fields_dict(Settings)[name]
+    t = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    if t == "int":
+        return int(raw)
+    if t == "float":
+        return float(raw)
+    if t.startswith("tuple"):
+        return tuple(x.strip() for x in raw.split(",") if x.strip())
+    return raw
+
+
+def load_settings(env: Mapping[str, str] | None = None,
+                  config_file: str | os.PathLike[str] | None = None,
+                  **overrides: Any) -> Settings:
+    """Build Settings from a TOML file, PESTO_* variables and explicit overrides.
+
+    Raises ConfigError naming the offending key.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    path = config_file or env.get("PESTO_CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as f:
+                values.update(tomllib.load(f))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    names = attrs.fields_dict(Settings)
+    for name in names:
+        key = "PESTO_" + name.upper()
+        if key in env:
+            try:
+                values[name] = _coerce_env(name, env[key])
+            except ValueError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for key in ("require", "disable"):
+        if key in values:
+            values[key] = tuple(values[key])
+    try:
+        return _conv.structure(values, Settings)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        msgs = cattrs.transform_error(exc, path="config") if isinstance(
+            exc, cattrs.BaseValidationError) else [str(exc)]
+        raise ConfigError("invalid configuration: " + "; ".join(msgs)) from None

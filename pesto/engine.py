@@ -1,0 +1,151 @@
+"""One job: work dir → compile stage → run stage → result.
+
+The engine validates a request against the server's limits and the
+language registry, then drives one sandbox session for it. It knows
+nothing about HTTP or SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from pesto.config import Settings
+from pesto.errors import InvalidRequest
+from pesto.models import (SKIPPED, ExecuteRequest, ExecuteResult, StageResult, Status,
+                          check_file_name, converter)
+from pesto.runtimes import Registry, Runtime, load_registry
+from pesto.sandbox import Sandbox
+
+log = logging.getLogger("pesto.engine")
+
+BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+
+
+class Engine:
+    def __init__(self, settings: Settings, registry: Registry, sandbox: Sandbox) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.sandbox = sandbox
+
+    @classmethod
+    async def start(cls, settings: Settings) -> "Engine":
+        """Load the languages, probe the host, start the spawner."""
+        registry = load_registry(settings.languages_dir)
+        sandbox = Sandbox.start(uid_base=settings.uid_base, uid_count=settings.uid_count,
+                                sandbox_dir=str(settings.sandbox_dir), disable=settings.disable)
+        return cls(settings, registry, sandbox)
+
+    @property
+    def layers(self) -> dict[str, dict[str, Any]]:
+        return self.sandbox.layers
+
+    async def close(self) -> None:
+        self.sandbox.close()
+
+    # -- validation ---------------------------------------------------------
+
+    def validate(self, request: ExecuteRequest) -> Runtime:
+        """Check limits, files and the language. Raises InvalidRequest / RuntimeNotFound."""
+        s = self.settings
+        problems: list[str] = []
+
+        def in_range(field: str, value: int | None, lo: int, hi: int) -> None:
+            if value is not None and not lo <= value <= hi:
+                problems.append(f"$.{field}: must be between {lo} and {hi}")
+
+        in_range("compileTimeout", request.compile_timeout, 1, s.timeout_max)
+        in_range("runTimeout", request.run_timeout, 1, s.timeout_max)
+        in_range("memoryLimit", request.memory_limit, s.memory_min, s.memory_max)
+        if (request.code is None) == (request.files is None):
+            problems.append("$: give exactly one of 'code' and 'files'")
+        if request.files is not None:
+            if not request.files:
+                problems.append("$.files: must not be empty")
+            if len(request.files) > s.max_files:
+                problems.append(f"$.files: at most {s.max_files} files")
+            seen: set[str] = set()
+            for i, f in enumerate(request.files):
+                why = check_file_name(f.name)
+                if why:
+                    problems.append(f"$.files[{i}].name: {why}")
+                elif f.name in seen:
+                    problems.append(f"$.files[{i}].name: duplicate name")
+                seen.add(f.name)
+            if sum(f.entrypoint for f in request.files) > 1:
+                problems.append("$.files: at most one entrypoint")
+            # A file and a directory of the same name cannot both exist.
+            dirs = {n.rsplit("/", 1)[0] for n in seen if "/" in n}
+            for d in dirs:
+                parts = d.split("/")
+                if any("/".join(parts[:k + 1]) in seen for k in range(len(parts))):
+                    problems.append(f"$.files: {d!r} is both a file and a directory")
+        if any("\x00" in a for a in request.args):
+            problems.append("$.args: arguments must not contain NUL")
+        if problems:
+            raise InvalidRequest("invalid request: " + "; ".join(problems), details=problems)
+        return self.registry.resolve(request.language, request.version)
+
+    # -- execution ----------------------------------------------------------
+
+    async def execute(self, request: ExecuteRequest, job_id: str) -> ExecuteResult:
+        """Compile (if the language does) and run, each stage sandboxed.
+
+        Cancelling the awaiting task kills the run; the uid is cleaned either way.
+        Raises SandboxError when the sandbox itself failed.
+        """
+        runtime = self.validate(request)
+        s = self.settings
+        if request.code is not None:
+            files = [(runtime.file_name, request.code)]
+            entry = runtime.file_name
+        else:
+            assert request.files is not None
+            files = [(f.name, f.code) for f in request.files]
+            entry = next((f.name for f in request.files if f.entrypoint), request.files[0].name)
+        limits = runtime.spec.limits
+        memory = request.memory_limit or s.memory_default
+        compile_result = SKIPPED
+        async with self.sandbox.session() as session:
+            workdir = await session.prepare(files, s.disk_limit)
+            ctx = {"file": entry, "dir": workdir, "lang_dir": str(runtime.lang_dir),
+                   "stem": entry.rsplit("/", 1)[-1].rsplit(".", 1)[0]}
+            if runtime.compiled:
+                c_memory = max(memory, limits.compile_memory or 0)
+                c_timeout = request.compile_timeout or limits.compile_timeout or s.compile_timeout_default
+                compile_result = await self._stage(
+                    session, runtime, runtime.spec.compile, [], "", workdir, ctx,
+                    timeout=c_timeout, memory=c_memory,
+                    processes=limits.compile_processes or max(limits.processes, 64))
+                if compile_result.status != Status.OK:
+                    return ExecuteResult(job_id, runtime.language, runtime.version,
+                                         compile_result, SKIPPED)
+            r_timeout = request.run_timeout or limits.run_timeout or s.run_timeout_default
+            run_result = await self._stage(
+                session, runtime, runtime.spec.run, request.args, request.stdin, workdir, ctx,
+                timeout=r_timeout, memory=memory, processes=limits.processes)
+        return ExecuteResult(job_id, runtime.language, runtime.version, compile_result, run_result)
+
+    async def _stage(self, session, runtime: Runtime, argv: list[str], args: list[str],
+                     stdin: str, workdir: str, ctx: dict[str, str], *, timeout: int,
+                     memory: int, processes: int) -> StageResult:
+        values = {**ctx, "memory_mb": str(max(1, memory // (1024 * 1024)))}
+        full = [a.format_map(values) for a in argv] + list(args)
+        env = {**BASE_ENV, "HOME": workdir, "TMPDIR": workdir,
+               **{k: v.format_map(values) for k, v in runtime.spec.environment.items()}}
+        spec = {
+            "argv": full, "env": env, "stdin": stdin,
+            "wall_ms": timeout,
+            # CPU seconds are only a backstop behind the wall-clock watchdog.
+            "cpu_seconds": math.ceil(timeout / 1000) + 1,
+            "memory": memory, "memory_mode": runtime.spec.limits.memory,
+            "processes": processes,
+            "open_files": runtime.spec.limits.open_files,
+            "file_size": self.settings.disk_limit,
+            "output_limit": self.settings.output_limit,
+            "read_paths": [p.format_map(values) for p in runtime.spec.read_paths]
+            + [str(runtime.lang_dir)],
+        }
+        raw = await session.stage(spec)
+        return converter.structure(raw, StageResult)

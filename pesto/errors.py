@@ -1,0 +1,101 @@
+"""The exception tree. Domain code raises these; the API maps them to JSON.
+
+Each class carries its HTTP status and error code, so one function
+(`pesto.api.errors`) can turn any of them into `{"code", "message"}`.
+"""
+
+from __future__ import annotations
+
+
+class PestoError(Exception):
+    status_code: int = 500
+    code: str = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, *, details: object | None = None,
+                 retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.retry_after = retry_after
+
+
+class InvalidRequest(PestoError):
+    status_code = 400
+    code = "INVALID_REQUEST"
+
+
+class RuntimeNotFound(PestoError):
+    status_code = 400
+    code = "RUNTIME_NOT_FOUND"
+
+
+class ConfigError(PestoError):
+    """Bad configuration or language file: fatal at start-up, never a client error."""
+
+
+class SandboxError(PestoError):
+    """The sandbox itself failed (not the program): a 500 and a log line."""
+
+
+# --- Service errors (added by the API work; each maps to one row of API.md) ---
+
+class TokenMissing(PestoError):
+    status_code = 401
+    code = "TOKEN_MISSING"
+
+
+class TokenInvalid(PestoError):
+    status_code = 401
+    code = "TOKEN_INVALID"
+
+
+class NotFound(PestoError):
+    status_code = 404
+    code = "NOT_FOUND"
+
+
+class MethodNotAllowed(PestoError):
+    status_code = 405
+    code = "METHOD_NOT_ALLOWED"
+
+
+class RequestTooLarge(PestoError):
+    status_code = 413
+    code = "REQUEST_TOO_LARGE"
+
+
+class UnsupportedMediaType(PestoError):
+    status_code = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
+class RateLimited(PestoError):
+    status_code = 429
+    code = "RATE_LIMITED"
+
+
+class QuotaExceeded(PestoError):
+    status_code = 429
+    code = "QUOTA_EXCEEDED"
+
+
+class TooManyJobs(PestoError):
+    status_code = 429
+    code = "TOO_MANY_JOBS"
+
+
+class QueueFull(PestoError):
+    status_code = 503
+    code = "QUEUE_FULL"
+
+
+class ShuttingDown(PestoError):
+    """The server is stopping and takes no new work."""
+    status_code = 503
+    code = "SHUTTING_DOWN"
+
+
+class TokenExists(PestoError):
+    """`pesto token create` with a name already in use (a CLI error, not HTTP)."""
+    status_code = 409
+    code = "TOKEN_EXISTS"

@@ -1,0 +1,151 @@
+"""Records of the wire and the engine, and the one cattrs converter.
+
+Requests are structured strictly (unknown keys forbidden, wrong types
+rejected) and errors come back as readable paths like `$.files[0].name`.
+On the wire every field is camelCase; in Python it is snake_case.
+"""
+
+from __future__ import annotations
+
+import enum
+import posixpath
+import re
+from typing import Any
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from pesto.errors import InvalidRequest
+
+
+class Status(str, enum.Enum):
+    OK = "ok"
+    ERROR = "error"
+    SIGNAL = "signal"
+    TIMEOUT = "timeout"
+    MEMORY = "memory"
+    OUTPUT = "output"
+    SKIPPED = "skipped"
+
+
+@attrs.frozen
+class SourceFile:
+    name: str
+    code: str
+    entrypoint: bool = False
+
+
+@attrs.frozen
+class ExecuteRequest:
+    language: str
+    version: str = "latest"
+    code: str | None = None
+    files: list[SourceFile] | None = None
+    stdin: str = ""
+    args: list[str] = attrs.field(factory=list)
+    compile_timeout: int | None = None
+    run_timeout: int | None = None
+    memory_limit: int | None = None
+
+
+@attrs.frozen
+class StageResult:
+    stdout: str = ""
+    stderr: str = ""
+    output: str = ""
+    exit_code: int = -1
+    signal: str | None = None
+    status: Status = Status.SKIPPED
+    wall_time: int = 0
+    cpu_time: int = 0
+    memory: int = 0
+    truncated: bool = False
+
+
+SKIPPED = StageResult()
+
+
+@attrs.frozen
+class ExecuteResult:
+    id: str
+    language: str
+    version: str
+    compile: StageResult
+    runtime: StageResult
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+
+    # Strings, ints and bools must arrive as such: cattrs would otherwise
+    # happily turn 5 into "5" or "abc" into an error deep in the engine.
+    def strict(kind: type, name: str):
+        def hook(value: Any, _type: Any) -> Any:
+            if type(value) is not kind:  # noqa: E721 - bool is not an int here
+                raise TypeError(f"expected {name}, got {type(value).__name__}")
+            return value
+        return hook
+
+    conv.register_structure_hook(str, strict(str, "a string"))
+    conv.register_structure_hook(int, strict(int, "an integer"))
+    conv.register_structure_hook(bool, strict(bool, "a boolean"))
+
+    for cls in (SourceFile, ExecuteRequest, StageResult, ExecuteResult):
+        overrides = {a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)}
+        conv.register_structure_hook(
+            cls, make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **overrides))
+        conv.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, conv, **overrides))
+    return conv
+
+
+converter = _make_converter()
+
+
+def error_paths(exc: BaseException) -> list[str]:
+    """Readable `$.field: why` lines for a cattrs structuring failure."""
+    if isinstance(exc, (cattrs.BaseValidationError,)):
+        return cattrs.transform_error(exc, path="$")
+    return [f"$: {exc}"]
+
+
+def parse_request(payload: Any) -> ExecuteRequest:
+    """Structure a decoded JSON body into an ExecuteRequest.
+
+    Raises InvalidRequest (400) naming every bad field.
+    """
+    if not isinstance(payload, dict):
+        raise InvalidRequest("the body must be a JSON object", details=["$: expected an object"])
+    try:
+        return converter.structure(payload, ExecuteRequest)
+    except Exception as exc:  # cattrs raises ExceptionGroups of many kinds
+        details = error_paths(exc)
+        raise InvalidRequest("invalid request: " + "; ".join(details), details=details) from None
+
+
+_BAD_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def check_file_name(name: str) -> str | None:
+    """Why a client-given file name is unacceptable, or None if it is fine.
+
+    Names are plain relative paths inside the work dir: no absolute path,
+    no `..` or `.` component, no NUL or control characters, no backslash.
+    """
+    if not name or len(name) > 255:
+        return "must be 1 to 255 characters"
+    if _BAD_NAME_CHARS.search(name):
+        return "must not contain NUL, control characters or backslashes"
+    if name.startswith("/"):
+        return "must be a relative path"
+    parts = name.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "must not contain empty, '.' or '..' components"
+    if posixpath.normpath(name) != name:
+        return "must be a normalised path"
+    return None

@@ -1,0 +1,182 @@
+"""Language folders → Runtime records, and name/alias/version resolution.
+
+A language is `languages/<id>/language.toml` (+ install.sh + test program).
+Files are loaded strictly: an unknown key or a wrong type is a ConfigError
+naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+
+import attrs
+import cattrs
+
+from pesto.errors import ConfigError, RuntimeNotFound
+
+MEMORY_MODES = ("address-space", "data", "runtime-flag")
+PLACEHOLDER = re.compile(r"\{(\w+)\}")
+KNOWN_PLACEHOLDERS = {"file", "dir", "memory_mb", "lang_dir", "stem"}
+
+
+@attrs.frozen
+class LanguageLimits:
+    processes: int = 64
+    # How memoryLimit is enforced when no cgroup is available:
+    #   address-space -> RLIMIT_AS; data -> RLIMIT_DATA;
+    #   runtime-flag  -> the runtime's own heap flag in argv/env ({memory_mb})
+    #                    plus RLIMIT_DATA as a loose backstop.
+    memory: str = "address-space"
+    open_files: int = 256
+    compile_timeout: int | None = None   # language default, ms
+    run_timeout: int | None = None       # language default, ms
+    compile_memory: int | None = None    # bytes; compilers may need more than the program
+    compile_processes: int | None = None
+
+
+@attrs.frozen
+class LanguageSpec:
+    language: str
+    version: str
+    run: list[str]
+    extension: str
+    aliases: list[str] = attrs.field(factory=list)
+    compile: list[str] = attrs.field(factory=list)
+    file: str | None = None
+    environment: dict[str, str] = attrs.field(factory=dict)
+    # Extra paths the program may read and execute (the runtime's own tree);
+    # the system library paths are always allowed.
+    read_paths: list[str] = attrs.field(factory=list)
+    test: str | None = None
+    limits: LanguageLimits = attrs.field(factory=LanguageLimits)
+
+
+@attrs.frozen
+class Runtime:
+    id: str
+    spec: LanguageSpec
+    lang_dir: Path
+    installed: bool
+
+    @property
+    def language(self) -> str:
+        return self.spec.language
+
+    @property
+    def version(self) -> str:
+        return self.spec.version
+
+    @property
+    def compiled(self) -> bool:
+        return bool(self.spec.compile)
+
+    @property
+    def file_name(self) -> str:
+        return self.spec.file or f"main.{self.spec.extension}"
+
+    @property
+    def test_file(self) -> Path:
+        return self.lang_dir / (self.spec.test or f"test.{self.spec.extension}")
+
+    @property
+    def names(self) -> set[str]:
+        return {self.id.lower(), self.spec.language.lower(), *(a.lower() for a in self.spec.aliases)}
+
+
+_conv = cattrs.Converter(forbid_extra_keys=True)
+
+
+def _version_key(v: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else -1 for p in re.split(r"[.\-+]", v))
+
+
+def _check(spec: LanguageSpec, where: str) -> None:
+    if not spec.run:
+        raise ConfigError(f"{where}: 'run' must not be empty")
+    if spec.limits.memory not in MEMORY_MODES:
+        raise ConfigError(f"{where}: limits.memory must be one of {', '.join(MEMORY_MODES)}")
+    for argv in (spec.run, spec.compile):
+        for arg in argv:
+            for name in PLACEHOLDER.findall(arg):
+                if name not in KNOWN_PLACEHOLDERS:
+                    raise ConfigError(f"{where}: unknown placeholder {{{name}}} in {arg!r}")
+
+
+def _installed(spec: LanguageSpec, lang_dir: Path) -> bool:
+    for argv in (spec.run, spec.compile):
+        if not argv:
+            continue
+        exe = argv[0].replace("{lang_dir}", str(lang_dir))
+        if "{" in exe:           # e.g. "{dir}/main": the compile stage makes it
+            continue
+        if not (os.path.isabs(exe) and os.access(exe, os.X_OK)):
+            return False
+    return True
+
+
+def load_language(lang_dir: Path) -> Runtime:
+    """Load one language folder. Raises ConfigError naming file and field."""
+    path = lang_dir / "language.toml"
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    try:
+        spec = _conv.structure(raw, LanguageSpec)
+    except Exception as exc:
+        msgs = cattrs.transform_error(exc, path=str(path)) if isinstance(
+            exc, cattrs.BaseValidationError) else [f"{path}: {exc}"]
+        raise ConfigError("; ".join(msgs)) from None
+    _check(spec, str(path))
+    return Runtime(id=lang_dir.name, spec=spec, lang_dir=lang_dir.resolve(),
+                   installed=_installed(spec, lang_dir.resolve()))
+
+
+@attrs.frozen
+class Registry:
+    """Every language folder found; `installed` ones are the ones served."""
+    all: tuple[Runtime, ...]
+
+    @property
+    def installed(self) -> tuple[Runtime, ...]:
+        return tuple(r for r in self.all if r.installed)
+
+    def resolve(self, name: str, version: str | None = "latest") -> Runtime:
+        """The installed runtime for a name/alias and an exact, prefix or 'latest' version.
+
+        Raises RuntimeNotFound (400).
+        """
+        key = name.strip().lower()
+        found = [r for r in self.installed if key in r.names]
+        if not found:
+            raise RuntimeNotFound(
+                f"no installed language called {name!r}; GET /api/runtimes lists them")
+        version = (version or "latest").strip()
+        if version.lower() not in ("latest", "", "*"):
+            exact = [r for r in found if r.version == version]
+            found = exact or [r for r in found if r.version.startswith(version + ".")
+                              or r.version.startswith(version + "-")]
+            if not found:
+                raise RuntimeNotFound(
+                    f"{name!r} has no installed version {version!r}; installed: "
+                    + ", ".join(r.version for r in self.installed if key in r.names))
+        return max(found, key=lambda r: _version_key(r.version))
+
+
+def load_registry(languages_dir: Path) -> Registry:
+    """Load every `*/language.toml` under languages_dir (sorted, strict)."""
+    if not languages_dir.is_dir():
+        raise ConfigError(f"languages directory {languages_dir} does not exist")
+    runtimes = [load_language(d) for d in sorted(languages_dir.iterdir())
+                if (d / "language.toml").is_file()]
+    seen: dict[tuple[str, str], str] = {}
+    for r in runtimes:
+        key = (r.language.lower(), r.version)
+        if key in seen:
+            raise ConfigError(f"{r.lang_dir}: {r.language} {r.version} is also defined by {seen[key]}")
+        seen[key] = str(r.lang_dir)
+    return Registry(all=tuple(runtimes))

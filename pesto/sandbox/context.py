@@ -1,0 +1,154 @@
+"""What this host offers, probed once: each layer available or not, and why.
+
+A missing optional layer becomes a no-op (None / NoCgroups / tmpfs=False)
+so call sites carry no ifs; `layers` is what `pesto doctor` prints.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import pwd
+import socket
+from typing import Any
+
+import attrs
+
+from pesto.sandbox import cgroups, kernel, seccomp
+
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+
+
+@attrs.define
+class Layer:
+    available: bool
+    enabled: bool
+    reason: str
+
+
+@attrs.define
+class Context:
+    uid_base: int
+    uid_count: int
+    work_root: str
+    landlock_abi: int
+    seccomp: kernel.SeccompProgram | None
+    tmpfs: bool
+    cgroups: Any
+    layers: dict[str, Layer]
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        return {name: attrs.asdict(layer) for name, layer in self.layers.items()}
+
+
+def _in_child(fn) -> tuple[bool, str]:
+    """Run fn() in a forked child (so the probe cannot taint us); (ok, message)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            msg = fn() or "ok"
+            os.write(w, b"1" + msg.encode())
+        except BaseException as exc:  # noqa: BLE001
+            os.write(w, b"0" + str(exc).encode()[:500])
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 1024):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return data[:1] == b"1", data[1:].decode(errors="replace")
+
+
+def _probe_seccomp(prog: kernel.SeccompProgram) -> tuple[bool, str]:
+    def check() -> str:
+        kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
+        prog.install()
+        try:
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        except OSError as exc:
+            if exc.errno == errno.EACCES:
+                return "filter installed; AF_INET socket() denied"
+        raise RuntimeError("filter installed but AF_INET socket() was allowed")
+    return _in_child(check)
+
+
+def _probe_userns() -> tuple[bool, str]:
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check() -> str:
+        os.setresgid(65534, 65534, 65534)
+        os.setresuid(65534, 65534, 65534)
+        if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        return "unprivileged user+network namespaces work"
+    return _in_child(check)
+
+
+def _probe_tmpfs(work_root: str) -> tuple[bool, str]:
+    path = os.path.join(work_root, f".probe-{os.getpid()}")
+    os.makedirs(path, exist_ok=True)
+    try:
+        kernel.mount("pesto", path, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV, "size=1m")
+        kernel.umount2(path, kernel.MNT_DETACH)
+        return True, "per-run tmpfs work dirs (kernel-enforced disk cap)"
+    except OSError as exc:
+        return False, f"cannot mount tmpfs ({exc.strerror}): disk cap is RLIMIT_FSIZE per file only"
+    finally:
+        os.rmdir(path)
+
+
+def probe(*, uid_base: int, uid_count: int, sandbox_dir: str,
+          disable: tuple[str, ...] = ()) -> Context:
+    """Probe every layer once. Creates sandbox_dir/{locks,work} if needed."""
+    work_root = os.path.join(sandbox_dir, "work")
+    os.makedirs(sandbox_dir, mode=0o711, exist_ok=True)
+    os.chmod(sandbox_dir, 0o711)
+    os.makedirs(os.path.join(sandbox_dir, "locks"), mode=0o700, exist_ok=True)
+    os.makedirs(work_root, mode=0o711, exist_ok=True)
+    os.chmod(work_root, 0o711)
+    layers: dict[str, Layer] = {}
+
+    root = os.geteuid() == 0
+    clash = [p.pw_name for p in pwd.getpwall() if uid_base <= p.pw_uid < uid_base + uid_count]
+    users_ok = root and not clash
+    layers["users"] = Layer(users_ok, users_ok,
+                            f"uids {uid_base}..{uid_base + uid_count - 1}, one per run"
+                            if users_ok else ("not root" if not root else
+                                              f"uid range holds system accounts: {clash[:5]}"))
+    layers["rlimits"] = Layer(True, True, "setrlimit before exec")
+
+    prog = None
+    if not seccomp.supported():
+        layers["seccomp"] = Layer(False, False, "filter written for x86_64 only")
+    else:
+        candidate = kernel.SeccompProgram(seccomp.build_filter())
+        ok, why = _probe_seccomp(candidate)
+        enabled = ok and "seccomp" not in disable
+        prog = candidate if enabled else None
+        layers["seccomp"] = Layer(ok, enabled, why if ok else f"unavailable: {why}")
+
+    abi = kernel.landlock_abi()
+    ll_enabled = abi > 0 and "landlock" not in disable
+    layers["landlock"] = Layer(abi > 0, ll_enabled,
+                               f"ABI {abi}" + (" (TCP and scoping rules)" if abi >= 6 else "")
+                               if abi else "Landlock not offered by this kernel")
+
+    ns_ok, ns_why = _probe_userns() if root else (False, "not root")
+    # Namespaces are probed and reported; the run path does not use them yet.
+    layers["namespaces"] = Layer(ns_ok, False,
+                                 (ns_why + "; not used by runs yet") if ns_ok else ns_why)
+
+    cg = cgroups.probe() if "cgroups" not in disable else cgroups.NoCgroups()
+    layers["cgroups"] = Layer(cg.available, cg.available, cg.reason)
+
+    tmpfs_ok, tmpfs_why = _probe_tmpfs(work_root) if root else (False, "not root")
+    layers["disk"] = Layer(tmpfs_ok, tmpfs_ok and "disk" not in disable, tmpfs_why)
+
+    return Context(uid_base=uid_base, uid_count=uid_count, work_root=work_root,
+                   landlock_abi=abi if ll_enabled else 0, seccomp=prog,
+                   tmpfs=layers["disk"].enabled, cgroups=cg, layers=layers)

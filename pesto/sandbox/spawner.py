@@ -1,0 +1,56 @@
+"""The spawner: a single-threaded root process that forks one supervisor per job.
+
+Started by exec (never by fork of the threaded server), so the forks it
+makes are safe to run Python in before exec. It reads nothing but file
+descriptors from the server: each message carries a job's socket and its
+uid lock, and the spawner forks a supervisor for it and forgets it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+
+from pesto.sandbox import context, supervisor
+
+
+def main(argv: list[str]) -> int:
+    ctrl = socket.socket(fileno=int(argv[0]))
+    cfg = json.loads(argv[1])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # a Ctrl-C is the server's to handle
+    ctx = context.probe(uid_base=cfg["uid_base"], uid_count=cfg["uid_count"],
+                        sandbox_dir=cfg["sandbox_dir"], disable=tuple(cfg["disable"]))
+    # Supervisors are never waited for: let the kernel reap them.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    ctrl.send(json.dumps(ctx.report()).encode())
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(ctrl, 16, 4)
+        except InterruptedError:
+            continue
+        if not msg:
+            return 0          # the server closed the control socket (or died)
+        if len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            continue
+        job_fd, lock_fd = fds
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                ctrl.close()
+                supervisor.run(job_fd, lock_fd, ctx)
+            except BaseException:  # noqa: BLE001
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(job_fd)
+        os.close(lock_fd)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,458 @@
+"""A job's supervisor: prepares the work dir, runs stages, cleans up.
+
+One supervisor per job, forked by the spawner: root, single-threaded, and
+a child subreaper, so every process the run leaves behind is reparented
+to it and can be reaped (and its CPU time counted). It talks to the server
+over its own socket; if the server closes that socket (cancel, crash) the
+run is killed and everything is cleaned before the process exits. The uid
+lock fd it holds is released only by its exit, i.e. after cleanup.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import select
+import shutil
+import signal
+import socket
+import time
+from typing import Any
+
+from pesto.sandbox import child, kernel, landlock, protocol
+from pesto.sandbox.context import Context
+
+READ_CHUNK = 65536
+
+
+class Cancelled(Exception):
+    """The server closed the session: kill, clean, exit."""
+
+
+def kill_uid(uid: int) -> None:
+    """SIGKILL every process of `uid`, orphans and setsid'd daemons included.
+
+    kill(-1) executed as the run's uid reaches exactly the processes that
+    uid owns; repeated until none is left, so a fork bomb racing the first
+    sweep is caught by the next.
+    """
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            for _ in range(10000):
+                os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # ESRCH: nothing of this uid is left
+        except BaseException:
+            os._exit(1)
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
+class Reaper:
+    """Reaps descendants and adds up their CPU time and peak RSS for one stage.
+
+    As subreaper, "no child left" means no process of this run exists any more.
+    """
+
+    def __init__(self, uid: int) -> None:
+        self.uid = uid
+        self.cpu = 0.0
+        self.rss = 0
+
+    def _count(self, ru: resource.struct_rusage) -> None:
+        self.cpu += ru.ru_utime + ru.ru_stime
+        self.rss = max(self.rss, ru.ru_maxrss * 1024)
+
+    def reap_exited(self) -> bool:
+        """Reap what has exited; True if descendants are still alive."""
+        while True:
+            try:
+                pid, _status, ru = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return False
+            if pid == 0:
+                return True
+            self._count(ru)
+
+    def kill_and_reap(self) -> None:
+        """Kill every process of the uid and reap all of them."""
+        if not self.reap_exited():
+            return
+        kill_uid(self.uid)
+        while True:
+            try:
+                _pid, _status, ru = os.wait4(-1, 0)
+            except ChildProcessError:
+                return
+            self._count(ru)
+
+
+def _remove_tree(path: str) -> None:
+    # shutil.rmtree uses the fd-based walk on Linux (avoids_symlink_attacks),
+    # and no process of the run is alive by now to race it.
+    try:
+        kernel.umount2(path, kernel.MNT_DETACH)
+    except OSError:
+        pass
+    shutil.rmtree(path, ignore_errors=True)
+    if os.path.lexists(path):
+        shutil.rmtree(path)
+
+
+def _scrub_shared_tmp(uid: int) -> None:
+    """Without Landlock a run can write the world-writable dirs: remove what it left."""
+    for top in ("/tmp", "/var/tmp", "/dev/shm"):
+        try:
+            entries = list(os.scandir(top))
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                if e.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    shutil.rmtree(e.path, ignore_errors=True)
+                else:
+                    os.unlink(e.path)
+            except OSError:
+                pass
+
+
+class Supervisor:
+    def __init__(self, sock: socket.socket, lock_fd: int, ctx: Context) -> None:
+        self.sock = sock
+        self.lock_fd = lock_fd
+        self.ctx = ctx
+        self.uid = -1
+        self.workdir: str | None = None
+
+    # -- lifecycle --------------------------------------------------------
+
+    def serve(self) -> None:
+        try:
+            while True:
+                msg = protocol.recv_blocking(self.sock)
+                if msg is None or msg.get("op") == "close":
+                    break
+                op = msg.get("op")
+                try:
+                    if op == "prepare":
+                        reply = self.prepare(msg)
+                    elif op == "stage":
+                        reply = {"ok": True, "result": self.stage(msg)}
+                    else:
+                        reply = {"ok": False, "error": f"unknown op {op!r}"}
+                except Cancelled:
+                    break
+                except Exception as exc:  # a sandbox failure, reported, never hidden
+                    reply = {"ok": False, "error": f"{op}: {exc!r}"}
+                protocol.send_blocking(self.sock, reply)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            clean = self.cleanup()
+            try:
+                protocol.send_blocking(self.sock, {"ok": clean, "closed": True})
+            except OSError:
+                pass
+
+    def cleanup(self) -> bool:
+        """Kill what is left of the uid and remove every trace. True if all went well."""
+        if self.uid < 0:
+            return True
+        try:
+            Reaper(self.uid).kill_and_reap()
+            kill_uid(self.uid)   # belt and braces: nothing of the uid may outlive the job
+            if self.workdir:
+                _remove_tree(self.workdir)
+            if not self.ctx.landlock_abi:
+                _scrub_shared_tmp(self.uid)
+            os.ftruncate(self.lock_fd, 0)   # clean: the next holder need not sweep
+            return True
+        except Exception:
+            return False
+
+    # -- prepare ----------------------------------------------------------
+
+    def prepare(self, msg: dict[str, Any]) -> dict[str, Any]:
+        uid = int(msg["uid"])
+        if uid < self.ctx.uid_base or uid >= self.ctx.uid_base + self.ctx.uid_count:
+            raise ValueError("uid outside the configured range")
+        self.uid = uid
+        workdir = os.path.join(self.ctx.work_root, str(uid))
+        # A previous holder of this uid that died before cleaning marked the
+        # lock file dirty: sweep its processes and files before reuse.
+        if os.pread(self.lock_fd, 5, 0) == b"dirty" or os.path.lexists(workdir):
+            kill_uid(uid)
+            if os.path.lexists(workdir):
+                _remove_tree(workdir)
+            if not self.ctx.landlock_abi:
+                _scrub_shared_tmp(uid)
+        os.pwrite(self.lock_fd, b"dirty", 0)
+
+        os.mkdir(workdir, 0o700)
+        self.workdir = workdir
+        if self.ctx.tmpfs:
+            # A private size-limited tmpfs: the disk cap (fallocate included)
+            # is the kernel's, and removal is one unmount.
+            size = int(msg["disk_limit"])
+            kernel.mount("pesto", workdir, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV,
+                         f"size={size},nr_inodes=16384,mode=0700,uid={uid},gid={uid}")
+        else:
+            os.chown(workdir, uid, uid)
+        # Written as root into a directory no untrusted process has seen yet
+        # (it was created just now), so no planted link can redirect us.
+        dfd = os.open(workdir, os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            for f in msg["files"]:
+                self._write_file(dfd, f["name"], f["content"].encode(), uid)
+        finally:
+            os.close(dfd)
+        return {"ok": True, "workdir": workdir}
+
+    @staticmethod
+    def _write_file(dfd: int, name: str, data: bytes, uid: int) -> None:
+        parts = name.split("/")
+        fds = [dfd]
+        try:
+            for part in parts[:-1]:
+                if part in ("", ".", ".."):
+                    raise ValueError(f"bad file name {name!r}")
+                try:
+                    os.mkdir(part, 0o700, dir_fd=fds[-1])
+                    os.chown(part, uid, uid, dir_fd=fds[-1], follow_symlinks=False)
+                except FileExistsError:
+                    pass
+                fds.append(os.open(part, os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fds[-1]))
+            leaf = parts[-1]
+            if leaf in ("", ".", ".."):
+                raise ValueError(f"bad file name {name!r}")
+            fd = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                         0o600, dir_fd=fds[-1])
+            try:
+                os.write(fd, data) if len(data) < (1 << 20) else _write_all(fd, data)
+                os.fchown(fd, uid, uid)
+            finally:
+                os.close(fd)
+        finally:
+            for fd in fds[1:]:
+                os.close(fd)
+
+    # -- one stage -------------------------------------------------------
+
+    def stage(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if self.workdir is None:
+            raise ValueError("stage before prepare")
+        uid = self.uid
+        memory = int(msg["memory"])
+        cg_procs = self.ctx.cgroups.prepare(uid, memory)
+        rlimits = [
+            (resource.RLIMIT_CORE, 0),
+            (resource.RLIMIT_CPU, int(msg["cpu_seconds"])),
+            (resource.RLIMIT_NPROC, int(msg["processes"])),
+            (resource.RLIMIT_FSIZE, int(msg["file_size"])),
+            (resource.RLIMIT_NOFILE, int(msg["open_files"])),
+            (resource.RLIMIT_STACK, min(memory, 64 << 20)),
+            (resource.RLIMIT_MEMLOCK, 0),
+            (resource.RLIMIT_MSGQUEUE, 0),
+        ]
+        # Without a memory cgroup the rlimit is the limit; with one the cgroup
+        # is exact, and RLIMIT_AS would only break runtimes that reserve.
+        if cg_procs is None:
+            mode = msg["memory_mode"]
+            res = resource.RLIMIT_AS if mode == "address-space" else resource.RLIMIT_DATA
+            rlimits.append((res, memory))
+
+        ruleset = None
+        if self.ctx.landlock_abi:
+            ruleset = landlock.build_ruleset(self.ctx.landlock_abi, msg.get("read_paths", []),
+                                             [self.workdir])
+        stdin_r, stdin_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        start = time.monotonic()
+        try:
+            pid = os.fork()
+            if pid == 0:
+                child.exec_child(argv=msg["argv"], env=msg["env"], cwd=self.workdir,
+                                 uid=uid, gid=uid, rlimits=rlimits,
+                                 stdin_fd=stdin_r, stdout_fd=out_w, stderr_fd=err_w,
+                                 report_fd=rep_w, cgroup_procs=cg_procs,
+                                 landlock_fd=ruleset, seccomp=self.ctx.seccomp)
+        finally:
+            for fd in (stdin_r, out_w, err_w, rep_w):
+                os.close(fd)
+            if ruleset is not None:
+                os.close(ruleset)
+        try:
+            # The report pipe is close-on-exec: EOF means exec succeeded.
+            report = _read_all(rep_r)
+        finally:
+            os.close(rep_r)
+        if report:
+            os.waitpid(pid, 0)
+            for fd in (stdin_w, out_r, err_r):
+                os.close(fd)
+            step, err, text = report.decode(errors="replace").split(":", 2)
+            if step == "exec" and int(err) in (errno.ENOENT, errno.EACCES, errno.ENOEXEC):
+                # The program (e.g. a compile artefact) could not be executed:
+                # the program's failure, not the sandbox's.
+                return _result(stdout=b"", stderr=f"pesto: cannot execute {msg['argv'][0]}: "
+                               f"{os.strerror(int(err))}\n".encode(), output=None,
+                               exit_code=127, signal_no=None, reason=None, oom=False,
+                               wall=time.monotonic() - start, cpu=0.0, peak=0, truncated=False)
+            raise RuntimeError(f"sandbox setup failed at {step}: {text}")
+        return self._watch(pid, start, msg, stdin_w, out_r, err_r)
+
+    def _watch(self, pid: int, start: float, msg: dict[str, Any],
+               stdin_w: int, out_r: int, err_r: int) -> dict[str, Any]:
+        uid = self.uid
+        deadline = start + int(msg["wall_ms"]) / 1000
+        cap = int(msg["output_limit"])
+        stdin = msg.get("stdin", "").encode()
+        pidfd = os.pidfd_open(pid)
+        reaper = Reaper(uid)
+        bufs = {out_r: bytearray(), err_r: bytearray()}
+        output = bytearray()
+        truncated = False
+        reason = None
+        status = None
+        ru = None
+        poller = select.poll()
+        poller.register(out_r, select.POLLIN)
+        poller.register(err_r, select.POLLIN)
+        poller.register(pidfd, select.POLLIN)
+        poller.register(self.sock.fileno(), select.POLLIN)
+        if stdin:
+            os.set_blocking(stdin_w, False)
+            poller.register(stdin_w, select.POLLOUT)
+        else:
+            os.close(stdin_w)
+            stdin_w = -1
+        open_pipes = 2
+        end = None
+        try:
+            while open_pipes or status is None:
+                if status is None:
+                    timeout = max(0.0, deadline - time.monotonic())
+                else:
+                    timeout = 0.5   # main exited; descendants are being killed, pipes drain
+                events = poller.poll(timeout * 1000)
+                if not events and status is None:
+                    reason = reason or "timeout"
+                    end = time.monotonic()
+                    kill_uid(uid)
+                    continue
+                if not events and status is not None:
+                    kill_uid(uid)   # something still holds the pipes open
+                    continue
+                for fd, ev in events:
+                    if fd == self.sock.fileno():
+                        raise Cancelled()
+                    if fd == pidfd:
+                        _, st, ru = os.wait4(pid, 0)
+                        status = st
+                        end = end or time.monotonic()
+                        poller.unregister(pidfd)
+                        # The stage ends with its main process: nothing else survives it.
+                        if reaper.reap_exited():
+                            kill_uid(uid)
+                        continue
+                    if fd == stdin_w:
+                        try:
+                            n = os.write(stdin_w, stdin[:65536])
+                            stdin = stdin[n:]
+                        except (BrokenPipeError, OSError):
+                            stdin = b""
+                        if not stdin:
+                            poller.unregister(stdin_w)
+                            os.close(stdin_w)
+                            stdin_w = -1
+                        continue
+                    data = os.read(fd, READ_CHUNK)
+                    if not data:
+                        poller.unregister(fd)
+                        open_pipes -= 1
+                        continue
+                    buf = bufs[fd]
+                    room = cap - len(buf)
+                    if len(data) > room:
+                        data = data[:max(room, 0)]
+                        truncated = True
+                        if reason is None:
+                            reason = "output"
+                            end = time.monotonic()
+                            kill_uid(uid)
+                    buf += data
+                    output += data
+        finally:
+            os.close(pidfd)
+            for fd in (out_r, err_r, stdin_w):
+                if fd >= 0:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+        wall = (end or time.monotonic()) - start
+        reaper.kill_and_reap()
+        reaper._count(ru)
+        cpu, rss = reaper.cpu, reaper.rss
+        peak, oom = self.ctx.cgroups.finish(uid)
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + (sig or 0)
+        return _result(stdout=bytes(bufs[out_r]), stderr=bytes(bufs[err_r]), output=bytes(output),
+                       exit_code=code, signal_no=sig, reason=reason, oom=oom, wall=wall,
+                       cpu=cpu, peak=peak if peak is not None else rss, truncated=truncated)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        data = os.read(fd, 4096)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _result(*, stdout: bytes, stderr: bytes, output: bytes | None, exit_code: int,
+            signal_no: int | None, reason: str | None, oom: bool, wall: float, cpu: float,
+            peak: int, truncated: bool) -> dict[str, Any]:
+    from pesto.sandbox.status import decide_status
+    status = decide_status(exit_code=exit_code, signal_no=signal_no, reason=reason, oom=oom)
+    return {
+        "stdout": stdout.decode("utf-8", errors="replace"),
+        "stderr": stderr.decode("utf-8", errors="replace"),
+        "output": (output if output is not None else stdout + stderr).decode(
+            "utf-8", errors="replace"),
+        "exitCode": exit_code,
+        "signal": signal.Signals(signal_no).name if signal_no else None,
+        "status": status,
+        "wallTime": round(wall * 1000),
+        "cpuTime": round(cpu * 1000),
+        "memory": peak,
+        "truncated": truncated,
+    }
+
+
+def run(sock_fd: int, lock_fd: int, ctx: Context) -> None:
+    """Entry point in the freshly forked supervisor process."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)   # the spawner ignores it; we wait
+    kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 1)
+    os.set_inheritable(lock_fd, False)
+    sock = socket.socket(fileno=sock_fd)
+    sock.set_inheritable(False)
+    Supervisor(sock, lock_fd, ctx).serve()
+
+
