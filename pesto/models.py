@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 import cattrs
+from cattrs.errors import IterableValidationError, IterableValidationNote
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from pesto.errors import InvalidRequest
@@ -96,11 +97,34 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(int, strict(int, "an integer"))
     conv.register_structure_hook(bool, strict(bool, "a boolean"))
 
+    # cattrs turns any iterable into a list ("ab" -> ["a", "b"]): only a JSON
+    # array is a list here. Registered before the classes, which capture it.
+    def strict_list(value: Any, type_: Any) -> Any:
+        if type(value) is not list:  # noqa: E721
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+        elem = type_.__args__[0]
+        handler = conv.get_structure_hook(elem)
+        out, errors = [], []
+        for index, item in enumerate(value):
+            try:
+                out.append(handler(item, elem))
+            except Exception as exc:
+                exc.__notes__ = [*getattr(exc, "__notes__", []), IterableValidationNote(
+                    f"Structuring {type_} @ index {index}", index, elem)]
+                errors.append(exc)
+        if errors:
+            raise IterableValidationError(f"While structuring {type_!r}", errors, type_)
+        return out
+
+    conv.register_structure_hook_func(
+        lambda t: getattr(t, "__origin__", None) is list, strict_list)
+
     for cls in (SourceFile, ExecuteRequest, StageResult, ExecuteResult):
         overrides = {a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)}
         conv.register_structure_hook(
             cls, make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **overrides))
         conv.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, conv, **overrides))
+
     return conv
 
 

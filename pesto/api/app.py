@@ -1,0 +1,93 @@
+"""`create_app(settings)`: the Litestar app whose lifespan owns engine, store and scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+
+import msgspec
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+
+import pesto
+from pesto.api.auth import RateLimiter
+from pesto.api.errors import handle_exception
+from pesto.api.routes import ROUTES, Services
+from pesto.config import Settings
+from pesto.scheduler import Scheduler
+from pesto.store import Store
+
+log = logging.getLogger("pesto.api")
+
+PURGE_INTERVAL = 3600.0
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def _purge_forever(store: Store, retention_days: float) -> None:
+    """Delete finished jobs older than the retention period, now and every hour."""
+    while True:
+        try:
+            cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=retention_days)
+            gone = await store.purge_finished(_iso(cutoff))
+            if gone:
+                log.info("purged %d job(s) finished before %s", gone, _iso(cutoff))
+        except Exception:
+            log.exception("purging old jobs failed; will retry")
+        await asyncio.sleep(PURGE_INTERVAL)
+
+
+def create_app(settings: Settings) -> Litestar:
+    """The HTTP service of API.md for these settings (not started until its lifespan runs)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        from pesto.engine import Engine    # imported late: it probes the kernel
+
+        # The engine first: it starts its spawner before the store brings threads.
+        engine = await Engine.start(settings)
+        try:
+            store = await Store.open(settings.data_dir)
+        except BaseException:
+            await engine.close()
+            raise
+        scheduler = Scheduler(engine, store, workers=settings.workers,
+                              queue_size=settings.queue_size,
+                              shutdown_timeout=settings.shutdown_timeout)
+        runtimes = msgspec.json.encode({"runtime": [
+            {"language": r.language, "version": r.version, "aliases": list(r.spec.aliases),
+             "compiled": r.compiled} for r in engine.registry.installed]})
+        app.state.pesto = Services(settings=settings, engine=engine, store=store,
+                                   scheduler=scheduler, limiter=RateLimiter(), runtimes=runtimes)
+        purge = asyncio.create_task(_purge_forever(store, settings.retention_days),
+                                    name="purge-old-jobs")
+        try:
+            await scheduler.recover()
+            log.info("serving with %d worker(s), queue of %d, data in %s",
+                     scheduler.workers, scheduler.queue_size, settings.data_dir)
+            yield
+        finally:
+            purge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purge
+            try:
+                await scheduler.close()
+            finally:
+                await store.close()
+                await engine.close()
+
+    return Litestar(
+        route_handlers=ROUTES,
+        lifespan=[lifespan],
+        exception_handlers={Exception: handle_exception},
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="Pesto", version=pesto.__version__,
+                                     description="Self-hosted remote code execution engine"),
+        debug=False,
+        logging_config=None,   # logging is the CLI's business (pesto serve)
+    )

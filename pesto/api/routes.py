@@ -1,0 +1,169 @@
+"""Route handlers. Each reads what it needs, calls the scheduler or the store,
+and answers JSON bytes; every error is raised and mapped in `pesto.api.errors`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import uuid
+from typing import Any
+
+import attrs
+import msgspec
+from litestar import Request, Response, delete, get, post
+from litestar.params import FromPath
+
+from pesto.api.auth import RateLimiter, require_token
+from pesto.api.errors import error_response
+from pesto.errors import (InvalidRequest, NotFound, PestoError, QuotaExceeded, RequestTooLarge,
+                          ShuttingDown, UnsupportedMediaType)
+from pesto.models import ExecuteRequest, parse_request
+from pesto.scheduler import Scheduler
+from pesto.store import Job, JobStatus, Store, Token
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+JSON = "application/json"
+
+
+@attrs.define
+class Services:
+    """What the lifespan owns; handlers reach it as `request.app.state.pesto`."""
+    settings: Any
+    engine: Any
+    store: Store
+    scheduler: Scheduler
+    limiter: RateLimiter
+    runtimes: bytes = b'{"runtime":[]}'
+
+
+def _services(request: Request[Any, Any, Any]) -> Services:
+    return request.app.state.pesto
+
+
+def _json(body: bytes | dict[str, Any], status: int = 200,
+          headers: dict[str, str] | None = None) -> Response[bytes]:
+    return Response(body if isinstance(body, bytes) else _encode(body), status_code=status,
+                    media_type=JSON, headers=headers)
+
+
+def _seconds_to_next_month(now: dt.datetime) -> int:
+    first = (now.replace(day=28) + dt.timedelta(days=4)).replace(
+        day=1, hour=0, minute=0, second=0, microsecond=0)
+    return max(1, math.ceil((first - now).total_seconds()))
+
+
+async def _read_job_request(request: Request[Any, Any, Any],
+                            services: Services) -> tuple[ExecuteRequest, str]:
+    """Validate an execute body at the edge: media type, size, JSON, fields, runtime, limits.
+
+    Raises UnsupportedMediaType (415), RequestTooLarge (413), InvalidRequest /
+    RuntimeNotFound (400). Returns the request and its body as text for the store.
+    """
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != JSON and not (media.startswith("application/") and media.endswith("+json")):
+        raise UnsupportedMediaType(
+            f"the body must be JSON sent as Content-Type: {JSON} (got {media or 'none'!r})")
+    limit = services.settings.max_body_bytes
+    body = await request.body()
+    if len(body) > limit:
+        raise RequestTooLarge(f"the body is larger than {limit} bytes")
+    try:
+        payload = _decode(body)
+    except RecursionError:
+        raise InvalidRequest("malformed JSON: nested too deeply") from None
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequest(f"malformed JSON: {exc}") from None
+    execute_request = parse_request(payload)
+    services.engine.validate(execute_request)
+    return execute_request, body.decode("utf-8")
+
+
+async def _submit(request: Request[Any, Any, Any]):
+    services = _services(request)
+    token: Token = request.state.token
+    execute_request, body = await _read_job_request(request, services)
+    if token.monthly_limit is not None and token.month_executions >= token.monthly_limit:
+        now = dt.datetime.now(dt.timezone.utc)
+        raise QuotaExceeded(
+            f"this token may run {token.monthly_limit} executions per calendar month (UTC)",
+            retry_after=_seconds_to_next_month(now))
+    job_id = uuid.uuid4().hex
+    entry = await services.scheduler.submit(job_id, execute_request, body, token)
+    return services, entry
+
+
+@post("/api/execute", guards=[require_token], status_code=200, summary="Run a program and wait",
+      description="Body as in API.md; answers the execute response.")
+async def execute(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services, entry = await _submit(request)
+    outcome = await services.scheduler.wait(entry)
+    if outcome.status is JobStatus.COMPLETED and outcome.result is not None:
+        return _json(outcome.result)
+    raise outcome.error or PestoError("the job ended without a result")
+
+
+@post("/api/jobs", guards=[require_token], status_code=202, summary="Queue a program",
+      description="Same body as /api/execute; answers 202 {id, status} and a Location header.")
+async def create_job(request: Request[Any, Any, Any]) -> Response[bytes]:
+    _, entry = await _submit(request)
+    status = "running" if entry.running_in_store else "queued"
+    return _json({"id": entry.job_id, "status": status}, 202,
+                 {"Location": f"/api/jobs/{entry.job_id}"})
+
+
+def _job_body(job: Job) -> bytes:
+    return _encode({
+        "id": job.id,
+        "status": job.status.value,
+        "createdAt": job.created_at,
+        "startedAt": job.started_at,
+        "finishedAt": job.finished_at,
+        "result": msgspec.Raw(job.result) if job.result is not None else None,
+        "error": json.loads(job.error) if job.error is not None else None,
+    })
+
+
+async def _own_job(services: Services, job_id: str, token: Token) -> Job:
+    job = await services.store.get_job(job_id, token.id)
+    if job is None:
+        raise NotFound(f"no job {job_id!r} for this token")
+    return job
+
+
+@get("/api/jobs/{job_id:str}", guards=[require_token], summary="Fetch a job")
+async def get_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> Response[bytes]:
+    services = _services(request)
+    return _json(_job_body(await _own_job(services, job_id, request.state.token)))
+
+
+@delete("/api/jobs/{job_id:str}", guards=[require_token], status_code=200, summary="Cancel a job")
+async def cancel_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> Response[bytes]:
+    services = _services(request)
+    token: Token = request.state.token
+    await _own_job(services, job_id, token)
+    await services.scheduler.cancel(job_id, token.id)
+    return _json(_job_body(await _own_job(services, job_id, token)))
+
+
+@get(["/api/runtimes", "/api/list-runtimes"], summary="Installed languages")
+async def runtimes(request: Request[Any, Any, Any]) -> Response[bytes]:
+    return _json(_services(request).runtimes)
+
+
+@get("/api/ping", summary="Liveness")
+async def ping() -> Response[bytes]:
+    return _json(b'{"message":"OK"}')
+
+
+@get("/healthz", summary="Readiness: 200 while the server accepts work")
+async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
+    scheduler = _services(request).scheduler
+    if scheduler.accepting:
+        return _json(b'{"status":"ok"}')
+    return error_response(ShuttingDown("the server is shutting down or its queue is full",
+                                       retry_after=5))
+
+
+ROUTES = [execute, create_job, get_job, cancel_job, runtimes, ping, healthz]

@@ -1,0 +1,341 @@
+"""The scheduler: a bounded queue in front of a fixed number of run slots.
+
+- A job takes a slot before it takes any work: `submit` either reserves a free
+  slot at once (the job is persisted already `running`, one write on the hot
+  path) or a place in the bounded queue (persisted `queued`); a full queue is
+  `QueueFull` (503), a token over its concurrency limit is `TooManyJobs` (429).
+- Each run is one named task (`job-<id>`); when it ends it records the
+  outcome, frees its slot and starts the oldest queued job.
+- Cancelling a queued job drops it from the queue; cancelling a running one
+  cancels its task, which makes the engine kill the run.
+- `recover` (start-up) fails every job a crash left `running` — untrusted code
+  is never silently run twice — and queues every job left `queued`.
+- `close` (shutdown) stops intake, lets running jobs finish within the
+  timeout, then cancels the rest and records them failed. Queued jobs stay
+  `queued` in the store and run after the next start.
+
+The scheduler knows jobs, tokens and the engine; it knows nothing of HTTP or SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import math
+import time
+from typing import Protocol
+
+import attrs
+import msgspec
+
+from pesto.errors import (PestoError, QueueFull, ShuttingDown, TooManyJobs)
+from pesto.models import ExecuteRequest, ExecuteResult, converter, parse_request
+from pesto.store import Job, JobStatus, Store, Token, utcnow
+
+log = logging.getLogger("pesto.jobs")
+
+_encode = msgspec.json.Encoder().encode
+
+
+class EngineLike(Protocol):
+    async def execute(self, request: ExecuteRequest, job_id: str) -> ExecuteResult: ...
+
+
+class JobCancelled(PestoError):
+    """A job was cancelled (DELETE /api/jobs/<id>) while its client waited for it."""
+    status_code = 409
+    code = "JOB_CANCELLED"
+
+
+class Interrupted(PestoError):
+    """The server stopped (crash or shutdown) while the job was running."""
+    status_code = 500
+    code = "INTERRUPTED"
+
+
+def error_json(exc: PestoError) -> str:
+    return json.dumps({"code": exc.code, "message": exc.message})
+
+
+@attrs.frozen
+class Outcome:
+    status: JobStatus
+    result: bytes | None = None          # the execute response as JSON, when completed
+    error: PestoError | None = None      # why, when failed or cancelled
+
+
+@attrs.define(eq=False)
+class _Entry:
+    job_id: str
+    request: ExecuteRequest
+    token_id: int
+    token_name: str
+    created: float                       # monotonic, for the log line
+    done: asyncio.Future[Outcome]
+    task: asyncio.Task[None] | None = None
+    queued: bool = False                 # sitting in the deque
+    running_in_store: bool = False       # persisted as running already
+    executing: bool = False              # inside engine.execute: cancelling kills the run
+    cancel_requested: bool = False
+
+
+class Scheduler:
+    def __init__(self, engine: EngineLike, store: Store, *, workers: int, queue_size: int,
+                 shutdown_timeout: float) -> None:
+        self._engine = engine
+        self._store = store
+        self.workers = max(1, workers)
+        self.queue_size = max(0, queue_size)
+        self._shutdown_timeout = shutdown_timeout
+        self._queue: collections.deque[_Entry] = collections.deque()
+        self._queued = 0                  # queue places taken, including inserts in flight
+        self._running = 0                 # slots taken
+        self._entries: dict[str, _Entry] = {}
+        self._per_token: collections.Counter[int] = collections.Counter()
+        self._closing = False
+        self._avg_run = 0.5               # seconds, moving average, for Retry-After
+
+    # --- state -----------------------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        return not self._closing and (self._running < self.workers or self._queued < self.queue_size)
+
+    def stats(self) -> dict[str, int]:
+        return {"running": self._running, "queued": self._queued, "workers": self.workers,
+                "queueSize": self.queue_size, "tracked": len(self._entries)}
+
+    def _retry_after(self) -> int:
+        wait = self._avg_run * (1 + self._queued / self.workers)
+        return max(1, min(60, math.ceil(wait)))
+
+    # --- intake ----------------------------------------------------------------
+
+    async def submit(self, job_id: str, request: ExecuteRequest, body: str, token: Token) -> _Entry:
+        """Persist and schedule a validated job; returns a handle for `wait`.
+
+        Raises ShuttingDown / QueueFull (503) or TooManyJobs (429) before
+        anything is written.
+        """
+        if self._closing:
+            raise ShuttingDown("the server is shutting down; retry shortly", retry_after=5)
+        if token.max_concurrency is not None and self._per_token[token.id] >= token.max_concurrency:
+            raise TooManyJobs(
+                f"this token may have {token.max_concurrency} jobs queued or running at once; "
+                "wait for one to finish", retry_after=max(1, math.ceil(self._avg_run)))
+        start_now = self._running < self.workers and self._queued == 0
+        if not start_now and self._queued >= self.queue_size:
+            raise QueueFull(f"the server's queue is full ({self.queue_size} jobs); retry later",
+                            retry_after=self._retry_after())
+        # Book the slot or queue place before the first await, so concurrent
+        # submits cannot overbook.
+        entry = _Entry(job_id=job_id, request=request, token_id=token.id, token_name=token.name,
+                       created=time.monotonic(), done=asyncio.get_running_loop().create_future(),
+                       running_in_store=start_now)
+        self._entries[job_id] = entry
+        self._per_token[token.id] += 1
+        if start_now:
+            self._running += 1
+        else:
+            self._queued += 1
+        now = utcnow()
+        job = Job(id=job_id, token_id=token.id,
+                  status=JobStatus.RUNNING if start_now else JobStatus.QUEUED,
+                  request=body, created_at=now, started_at=now if start_now else None)
+        try:
+            await self._store.insert_job(job)
+        except BaseException:
+            self._forget(entry)
+            if start_now:
+                self._running -= 1
+            else:
+                self._queued -= 1
+            self._dispatch()
+            raise
+        if start_now:
+            self._start(entry)
+        elif entry.cancel_requested:          # cancelled while its insert was in flight
+            self._queued -= 1
+            await self._finish_cancelled_queued(entry)
+        else:
+            entry.queued = True
+            self._queue.append(entry)
+            self._dispatch()
+        return entry
+
+    async def wait(self, entry: _Entry) -> Outcome:
+        """The job's outcome; a waiter going away does not cancel the job."""
+        return await asyncio.shield(entry.done)
+
+    async def recover(self) -> tuple[int, int]:
+        """Start-up: fail jobs left running, queue jobs left queued. Returns (failed, queued)."""
+        failed = await self._store.fail_running(utcnow(), error_json(Interrupted(
+            "the server stopped while this job was running; it was not run again "
+            "(untrusted code is never re-run silently): submit it again")))
+        requeued = 0
+        for job, token in await self._store.queued_jobs():
+            try:
+                request = parse_request(json.loads(job.request))
+            except (PestoError, ValueError) as exc:
+                await self._store.finish_job(job.id, JobStatus.FAILED, utcnow(), error=error_json(
+                    Interrupted(f"the stored request could not be read back: {exc}")))
+                failed += 1
+                continue
+            entry = _Entry(job_id=job.id, request=request, token_id=token.id,
+                           token_name=token.name, created=time.monotonic(),
+                           done=asyncio.get_running_loop().create_future(), queued=True)
+            self._entries[job.id] = entry
+            self._per_token[token.id] += 1
+            self._queued += 1                  # recovery may exceed the bound: nothing is dropped
+            self._queue.append(entry)
+            requeued += 1
+        if failed or requeued:
+            log.warning("recovered after restart: %d interrupted job(s) marked failed, "
+                        "%d queued job(s) resumed", failed, requeued)
+        self._dispatch()
+        return failed, requeued
+
+    # --- cancel ----------------------------------------------------------------
+
+    async def cancel(self, job_id: str, token_id: int) -> None:
+        """Cancel the token's job if it is queued or running here; returns once recorded.
+
+        Unknown, foreign and finished jobs are left alone (the caller reads the store).
+        """
+        entry = self._entries.get(job_id)
+        if entry is None or entry.token_id != token_id:
+            return
+        if entry.cancel_requested:
+            await asyncio.shield(entry.done)
+            return
+        entry.cancel_requested = True
+        if entry.task is None:
+            if entry.queued:                   # still waiting for a slot
+                self._queue.remove(entry)
+                entry.queued = False
+                self._queued -= 1
+                await self._finish_cancelled_queued(entry)
+            # else: its insert is in flight; `submit` sees the flag and finishes it.
+            else:
+                return
+        elif entry.executing:
+            entry.task.cancel()
+        await asyncio.shield(entry.done)
+
+    async def _finish_cancelled_queued(self, entry: _Entry) -> None:
+        exc = JobCancelled("the job was cancelled before it started")
+        try:
+            await self._store.finish_job(entry.job_id, JobStatus.CANCELLED, utcnow(),
+                                         error=error_json(exc))
+        finally:
+            self._forget(entry)
+            self._settle(entry, Outcome(JobStatus.CANCELLED, error=exc))
+            self._log(entry, JobStatus.CANCELLED, None, None)
+
+    # --- running ---------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        while self._running < self.workers and self._queue:
+            entry = self._queue.popleft()
+            entry.queued = False
+            self._queued -= 1
+            self._running += 1
+            self._start(entry)
+
+    def _start(self, entry: _Entry) -> None:
+        entry.executing = True
+        entry.task = asyncio.create_task(self._run(entry), name=f"job-{entry.job_id}")
+
+    async def _run(self, entry: _Entry) -> None:
+        started = time.monotonic()
+        result: ExecuteResult | None = None
+        try:
+            if not entry.running_in_store:
+                await self._store.mark_running(entry.job_id, utcnow())
+                entry.running_in_store = True
+            result = await self._engine.execute(entry.request, entry.job_id)
+            entry.executing = False
+            outcome = Outcome(JobStatus.COMPLETED, result=_encode(converter.unstructure(result)))
+        except asyncio.CancelledError:
+            entry.executing = False
+            if entry.cancel_requested:
+                outcome = Outcome(JobStatus.CANCELLED,
+                                  error=JobCancelled("the job was cancelled while it ran"))
+            else:
+                outcome = Outcome(JobStatus.FAILED, error=Interrupted(
+                    "the server shut down before the job finished; submit it again"))
+        except PestoError as exc:
+            entry.executing = False
+            log.error("job %s: %s: %s", entry.job_id, exc.code, exc.message)
+            outcome = Outcome(JobStatus.FAILED, error=exc)
+        except Exception:
+            entry.executing = False
+            log.exception("job %s: unexpected error", entry.job_id)
+            outcome = Outcome(JobStatus.FAILED, error=PestoError(
+                "internal error while running the job; it was marked failed"))
+        elapsed = time.monotonic() - started
+        self._avg_run = 0.9 * self._avg_run + 0.1 * elapsed
+        try:
+            await self._store.finish_job(
+                entry.job_id, outcome.status, utcnow(),
+                result=outcome.result.decode() if outcome.result is not None else None,
+                error=error_json(outcome.error) if outcome.error is not None else None)
+        except Exception:
+            log.exception("job %s: could not record its outcome", entry.job_id)
+        finally:
+            self._running -= 1
+            self._forget(entry)
+            self._settle(entry, outcome)
+            self._log(entry, outcome.status, result, elapsed)
+            self._dispatch()
+
+    def _forget(self, entry: _Entry) -> None:
+        if self._entries.get(entry.job_id) is entry:
+            del self._entries[entry.job_id]
+            self._per_token[entry.token_id] -= 1
+            if self._per_token[entry.token_id] <= 0:
+                del self._per_token[entry.token_id]
+
+    @staticmethod
+    def _settle(entry: _Entry, outcome: Outcome) -> None:
+        if not entry.done.done():
+            entry.done.set_result(outcome)
+
+    def _log(self, entry: _Entry, status: JobStatus, result: ExecuteResult | None,
+             elapsed: float | None) -> None:
+        waited = time.monotonic() - entry.created - (elapsed or 0.0)
+        stages = ""
+        language, version = entry.request.language, entry.request.version
+        if result is not None:
+            language, version = result.language, result.version
+            stages = (f" compile={result.compile.status.value} run={result.runtime.status.value}"
+                      f" wall_ms={result.runtime.wall_time}")
+        log.info("job %s token=%s language=%s version=%s status=%s%s queued_ms=%d run_ms=%d",
+                 entry.job_id, entry.token_name, language, version,
+                 status.value, stages, waited * 1000, (elapsed or 0.0) * 1000)
+
+    # --- shutdown --------------------------------------------------------------
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop intake; let running jobs finish within the timeout, then cancel and fail them."""
+        self._closing = True
+        timeout = self._shutdown_timeout if timeout is None else timeout
+        tasks = {e.task for e in self._entries.values() if e.task is not None}
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for entry in list(self._entries.values()):
+                if entry.task in pending and entry.executing:
+                    entry.task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=max(1.0, timeout))
+        # Jobs still queued stay queued in the store and run after the next start.
+        left = [e for e in self._entries.values() if e.task is None]
+        for entry in left:
+            self._settle(entry, Outcome(JobStatus.QUEUED, error=ShuttingDown(
+                f"the server shut down before job {entry.job_id} started; it runs after the "
+                "next start: fetch it with GET /api/jobs/<id>", retry_after=5)))
+        if left:
+            log.warning("shutdown: %d queued job(s) left for the next start", len(left))
+

@@ -1,0 +1,285 @@
+"""The job and token store: every SQL statement of Pesto lives in this file.
+
+One SQLite file in the data dir, WAL mode, one aiosqlite connection in
+autocommit mode. Every write is a single statement (the usage counter and
+`last_used_at` are maintained by a trigger on job insert), so coroutines
+sharing the connection never interleave inside a transaction.
+
+The schema is versioned with `PRAGMA user_version`; `Store.open` applies the
+missing migrations in order. Callers see records, never SQL; a PostgreSQL
+store would implement the same methods.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import os
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+import attrs
+
+DB_NAME = "pesto.sqlite3"
+
+
+class JobStatus(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@attrs.frozen
+class Token:
+    id: int
+    name: str
+    created_at: str
+    last_used_at: str | None
+    rate_limit: int | None          # requests per minute
+    monthly_limit: int | None       # executions per calendar month (UTC)
+    max_concurrency: int | None     # queued + running jobs at once
+    revoked_at: str | None = None
+    month_executions: int = 0       # executions in the month asked about
+    jobs_total: int = 0             # jobs still stored (only filled by list_tokens)
+
+
+@attrs.frozen
+class Job:
+    id: str
+    token_id: int
+    status: JobStatus
+    request: str                    # the request body as JSON text
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    result: str | None = None       # the execute response as JSON text
+    error: str | None = None        # {"code", "message"} as JSON text
+
+
+def utcnow() -> str:
+    """Now as ISO 8601 UTC with milliseconds, e.g. 2026-11-26T06:55:00.123Z."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def month_of(timestamp: str) -> str:
+    return timestamp[:7]            # "YYYY-MM" of an ISO 8601 UTC timestamp
+
+
+# Each entry moves the schema from version i to i+1. Never edit a shipped one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE tokens (
+        id              INTEGER PRIMARY KEY,
+        name            TEXT NOT NULL,
+        hash            TEXT NOT NULL UNIQUE,
+        created_at      TEXT NOT NULL,
+        last_used_at    TEXT,
+        rate_limit      INTEGER,
+        monthly_limit   INTEGER,
+        max_concurrency INTEGER,
+        revoked_at      TEXT
+    );
+    -- A name is unique among live tokens; a revoked name may be reused.
+    CREATE UNIQUE INDEX tokens_live_name ON tokens(name) WHERE revoked_at IS NULL;
+
+    CREATE TABLE jobs (
+        id          TEXT PRIMARY KEY,
+        token_id    INTEGER NOT NULL REFERENCES tokens(id),
+        status      TEXT NOT NULL,
+        request     TEXT NOT NULL,
+        result      TEXT,
+        error       TEXT,
+        created_at  TEXT NOT NULL,
+        started_at  TEXT,
+        finished_at TEXT
+    );
+    CREATE INDEX jobs_unfinished ON jobs(status) WHERE status IN ('queued', 'running');
+    CREATE INDEX jobs_finished_at ON jobs(finished_at);
+
+    CREATE TABLE usage (
+        token_id   INTEGER NOT NULL REFERENCES tokens(id),
+        month      TEXT NOT NULL,
+        executions INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (token_id, month)
+    );
+
+    -- Counting executions in the same statement as the job insert keeps the
+    -- hot path at one write and the counter exact.
+    CREATE TRIGGER jobs_count_usage AFTER INSERT ON jobs BEGIN
+        INSERT OR IGNORE INTO usage (token_id, month, executions)
+            VALUES (NEW.token_id, substr(NEW.created_at, 1, 7), 0);
+        UPDATE usage SET executions = executions + 1
+            WHERE token_id = NEW.token_id AND month = substr(NEW.created_at, 1, 7);
+        UPDATE tokens SET last_used_at = NEW.created_at WHERE id = NEW.token_id;
+    END;
+    """,
+)
+
+_TOKEN_COLUMNS = ("t.id, t.name, t.created_at, t.last_used_at, t.rate_limit, t.monthly_limit, "
+                  "t.max_concurrency, t.revoked_at")
+_JOB_COLUMNS = "id, token_id, status, request, created_at, started_at, finished_at, result, error"
+
+
+def _job(row: sqlite3.Row | tuple) -> Job:
+    return Job(id=row[0], token_id=row[1], status=JobStatus(row[2]), request=row[3],
+               created_at=row[4], started_at=row[5], finished_at=row[6], result=row[7],
+               error=row[8])
+
+
+class Store:
+    """Async access to the SQLite file. Open with `await Store.open(data_dir)`."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+
+    @classmethod
+    async def open(cls, data_dir: Path) -> "Store":
+        """Create the data dir (0700) and the database if needed, migrate, return the store.
+
+        Raises OSError when the directory cannot be made private, and
+        RuntimeError when the database is newer than this code.
+        """
+        data_dir = Path(data_dir)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(data_dir, 0o700)   # mkdir's mode is masked by umask and ignored if it existed
+        path = data_dir / DB_NAME
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")   # WAL + NORMAL: durable at checkpoints, never corrupt
+            await db.execute("PRAGMA busy_timeout=5000")    # the CLI writes while the server runs
+            await db.execute("PRAGMA foreign_keys=ON")
+            store = cls(db, path)
+            await store._migrate()
+        except BaseException:
+            await db.close()
+            raise
+        for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
+            if (data_dir / name).exists():
+                os.chmod(data_dir / name, 0o600)
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def _migrate(self) -> None:
+        async with self._db.execute("PRAGMA user_version") as cur:
+            (version,) = await cur.fetchone()
+        if version > len(MIGRATIONS):
+            raise RuntimeError(f"{self.path} has schema version {version}, newer than this Pesto "
+                               f"({len(MIGRATIONS)}); upgrade Pesto")
+        for number in range(version, len(MIGRATIONS)):
+            # executescript commits first; the version bump rides in the same script.
+            await self._db.executescript(
+                "BEGIN;\n" + MIGRATIONS[number] + f"\nPRAGMA user_version = {number + 1};\nCOMMIT;")
+
+    async def schema_version(self) -> int:
+        async with self._db.execute("PRAGMA user_version") as cur:
+            (version,) = await cur.fetchone()
+        return version
+
+    # --- tokens -----------------------------------------------------------------
+
+    async def create_token(self, name: str, token_hash: str, *, rate_limit: int | None = None,
+                           monthly_limit: int | None = None,
+                           max_concurrency: int | None = None) -> Token | None:
+        """Insert a token; None when a live token already has this name."""
+        now = utcnow()
+        try:
+            cur = await self._db.execute(
+                "INSERT INTO tokens (name, hash, created_at, rate_limit, monthly_limit, max_concurrency)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (name, token_hash, now, rate_limit, monthly_limit, max_concurrency))
+        except sqlite3.IntegrityError:
+            return None
+        return Token(id=cur.lastrowid, name=name, created_at=now, last_used_at=None,
+                     rate_limit=rate_limit, monthly_limit=monthly_limit,
+                     max_concurrency=max_concurrency)
+
+    async def token_by_hash(self, token_hash: str, month: str) -> Token | None:
+        """The live (not revoked) token with this hash and its executions in `month`."""
+        async with self._db.execute(
+                f"SELECT {_TOKEN_COLUMNS}, coalesce(u.executions, 0) FROM tokens t"
+                " LEFT JOIN usage u ON u.token_id = t.id AND u.month = ?"
+                " WHERE t.hash = ? AND t.revoked_at IS NULL", (month, token_hash)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else Token(*row)
+
+    async def list_tokens(self, month: str) -> list[Token]:
+        """Every token, revoked ones too, oldest first, with usage in `month`."""
+        async with self._db.execute(
+                f"SELECT {_TOKEN_COLUMNS}, coalesce(u.executions, 0),"
+                " (SELECT count(*) FROM jobs j WHERE j.token_id = t.id) FROM tokens t"
+                " LEFT JOIN usage u ON u.token_id = t.id AND u.month = ?"
+                " ORDER BY t.id", (month,)) as cur:
+            rows = await cur.fetchall()
+        return [Token(*row) for row in rows]
+
+    async def revoke_token(self, name: str) -> bool:
+        """Revoke the live token called `name`; False when there is none."""
+        cur = await self._db.execute(
+            "UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+            (utcnow(), name))
+        return cur.rowcount > 0
+
+    # --- jobs -------------------------------------------------------------------
+
+    async def insert_job(self, job: Job) -> None:
+        """Persist a new job (queued or already running); counts one execution for its token."""
+        await self._db.execute(
+            f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (job.id, job.token_id, job.status.value, job.request, job.created_at,
+             job.started_at, job.finished_at, job.result, job.error))
+
+    async def mark_running(self, job_id: str, started_at: str) -> None:
+        await self._db.execute(
+            "UPDATE jobs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
+            (started_at, job_id))
+
+    async def finish_job(self, job_id: str, status: JobStatus, finished_at: str, *,
+                         result: str | None = None, error: str | None = None) -> None:
+        """Record the end of a job that is still queued or running (never rewrite a finished one)."""
+        await self._db.execute(
+            "UPDATE jobs SET status = ?, finished_at = ?, result = ?, error = ?"
+            " WHERE id = ? AND status IN ('queued', 'running')",
+            (status.value, finished_at, result, error, job_id))
+
+    async def get_job(self, job_id: str, token_id: int) -> Job | None:
+        """The job if it exists and belongs to this token, else None."""
+        async with self._db.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ? AND token_id = ?",
+                (job_id, token_id)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _job(row)
+
+    async def fail_running(self, finished_at: str, error: str) -> int:
+        """Mark every job left `running` (by a crash) as failed; how many there were."""
+        cur = await self._db.execute(
+            "UPDATE jobs SET status = 'failed', finished_at = ?, error = ? WHERE status = 'running'",
+            (finished_at, error))
+        return cur.rowcount
+
+    async def queued_jobs(self) -> list[tuple[Job, Token]]:
+        """Jobs left `queued`, oldest first, each with its token (revoked ones too)."""
+        async with self._db.execute(
+                f"SELECT j.id, j.token_id, j.status, j.request, j.created_at, j.started_at,"
+                f" j.finished_at, j.result, j.error, {_TOKEN_COLUMNS}"
+                " FROM jobs j JOIN tokens t ON t.id = j.token_id"
+                " WHERE j.status = 'queued' ORDER BY j.created_at, j.rowid") as cur:
+            rows = await cur.fetchall()
+        return [(_job(row[:9]), Token(*row[9:])) for row in rows]
+
+    async def purge_finished(self, before: str) -> int:
+        """Delete finished jobs that ended before `before`; how many went."""
+        cur = await self._db.execute(
+            "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?"
+            " AND status IN ('completed', 'failed', 'cancelled')", (before,))
+        return cur.rowcount

@@ -1,0 +1,204 @@
+"""Fixtures for API tests: the real app over a real SQLite file and the real sandbox.
+
+`client(...)` starts `create_app(settings)` with Litestar's TestClient (the
+lifespan runs: engine, store, scheduler); `token(...)` writes a token into
+the same data dir; `assert_error` is the one check of the error body shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+from litestar.testing import TestClient
+
+from pesto.api import create_app
+from pesto.api.auth import hash_token, new_token
+from pesto.config import Settings, load_settings
+from pesto.store import Store
+
+REPO = Path(__file__).resolve().parents[2]
+PY = {"language": "python"}
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"workers": 4, "queue_size": 50, "shutdown_timeout": 5.0}
+    values.update(overrides)
+    return load_settings(env={}, data_dir=str(data_dir), **values)
+
+
+def add_token(data_dir: Path, name: str = "tester", **limits: Any) -> str:
+    """Create a token in the store of data_dir; returns the secret."""
+    secret = new_token()
+
+    async def create() -> None:
+        store = await Store.open(data_dir)
+        try:
+            assert await store.create_token(name, hash_token(secret), **limits) is not None
+        finally:
+            await store.close()
+
+    asyncio.run(create())
+    return secret
+
+
+def revoke(data_dir: Path, name: str) -> bool:
+    async def run() -> bool:
+        store = await Store.open(data_dir)
+        try:
+            return await store.revoke_token(name)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The one check of the error shape: status, JSON {code, message}, no stack trace."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert isinstance(body, dict)
+    assert body["code"] == code, body
+    assert isinstance(body["message"], str) and body["message"]
+    assert set(body) <= {"code", "message", "details"}
+    assert "Traceback" not in response.text and 'File "' not in response.text
+    if status in (429, 503):
+        assert int(response.headers["retry-after"]) >= 1
+    return body
+
+
+class Api:
+    """A started app plus the token of its default user."""
+
+    def __init__(self, client: TestClient, data_dir: Path, secret: str) -> None:
+        self.client = client
+        self.data_dir = data_dir
+        self.secret = secret
+        self.headers = {"X-Pesto-Token": secret}
+
+    @property
+    def services(self) -> Any:
+        return self.client.app.state.pesto
+
+    def post(self, path: str, body: Any, token: str | None = "default", **kw: Any) -> httpx.Response:
+        headers = dict(kw.pop("headers", {}))
+        if token is not None:
+            headers.setdefault("X-Pesto-Token", self.secret if token == "default" else token)
+        return self.client.post(path, json=body, headers=headers, **kw)
+
+    def get(self, path: str, token: str | None = "default") -> httpx.Response:
+        headers = {} if token is None else {
+            "X-Pesto-Token": self.secret if token == "default" else token}
+        return self.client.get(path, headers=headers)
+
+    def delete(self, path: str, token: str | None = "default") -> httpx.Response:
+        headers = {} if token is None else {
+            "X-Pesto-Token": self.secret if token == "default" else token}
+        return self.client.delete(path, headers=headers)
+
+    def wait_job(self, job_id: str, timeout: float = 30.0, token: str | None = "default") -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.get(f"/api/jobs/{job_id}", token=token).json()
+            if body["status"] in ("completed", "failed", "cancelled"):
+                return body
+            assert time.monotonic() < deadline, body
+            time.sleep(0.05)
+
+    def wait_status(self, job_id: str, status: str, timeout: float = 10.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.get(f"/api/jobs/{job_id}").json()
+            if body["status"] == status:
+                return body
+            assert time.monotonic() < deadline, body
+            time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def running_app(data_dir: Path, secret: str | None = None, **overrides: Any) -> Iterator[Api]:
+    settings = make_settings(data_dir, **overrides)
+    secret = secret or add_token(data_dir)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield Api(client, data_dir, secret)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def api(data_dir: Path) -> Iterator[Api]:
+    with running_app(data_dir) as running:
+        yield running
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pesto_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the `pesto` service commands in a subprocess."""
+    proc = subprocess.run([sys.executable, "-m", "pesto.api.cli", *args], capture_output=True,
+                          text=True, timeout=60, cwd=REPO, env=os.environ.copy())
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+class Server:
+    """A real `pesto serve` subprocess on a free port."""
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(data_dir.parent / f"serve-{self.port}.log", "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pesto.api.cli", "serve", "--data-dir", str(data_dir),
+             "--host", "127.0.0.1", "--port", str(self.port), *extra],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env=os.environ.copy())
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("pesto serve did not start: " + self.output())
+            time.sleep(0.1)
+
+    def output(self) -> str:
+        self.log.flush()
+        return (self.data_dir.parent / f"serve-{self.port}.log").read_text()
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self.log.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if not self.log.closed:
+            self.log.close()
