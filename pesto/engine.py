@@ -16,7 +16,7 @@ from pesto.errors import InvalidRequest
 from pesto.models import (SKIPPED, ExecuteRequest, ExecuteResult, StageResult, Status,
                           check_file_name, converter)
 from pesto.runtimes import Registry, Runtime, load_registry
-from pesto.sandbox import Sandbox
+from pesto.sandbox.client import Sandbox
 
 log = logging.getLogger("pesto.engine")
 

@@ -1,6 +1,6 @@
 """The only code that touches privileges: uid leases, the child's setup,
-capture, the watchdog, cleanup and capability detection."""
+capture, the watchdog, cleanup and capability detection.
 
-from pesto.sandbox.client import NoFreeUid, Sandbox, Session
-
-__all__ = ["NoFreeUid", "Sandbox", "Session"]
+Import `pesto.sandbox.client` for the server's side. This package root
+imports nothing, so that the spawner (which forks for every job) stays small.
+"""

@@ -8,6 +8,7 @@ uid lock, and the spawner forks a supervisor for it and forgets it.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -25,6 +26,10 @@ def main(argv: list[str]) -> int:
                         sandbox_dir=cfg["sandbox_dir"], disable=tuple(cfg["disable"]))
     # Supervisors are never waited for: let the kernel reap them.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    # Everything allocated so far is shared with every fork: keep the
+    # collector from touching (and so copying) those pages in the children.
+    gc.collect()
+    gc.freeze()
     ctrl.send(json.dumps(ctx.report()).encode())
     while True:
         try:

@@ -165,8 +165,9 @@ class Supervisor:
         if self.uid < 0:
             return True
         try:
+            # As subreaper, every process of the uid is our descendant: when
+            # none is left, none of the uid is (no unconditional kill needed).
             Reaper(self.uid).kill_and_reap()
-            kill_uid(self.uid)   # belt and braces: nothing of the uid may outlive the job
             if self.workdir:
                 _remove_tree(self.workdir)
             if not self.ctx.landlock_abi:

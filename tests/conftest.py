@@ -1,0 +1,80 @@
+"""Shared fixtures: a real Engine (real spawner, real uids) on its own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import uuid
+
+import pytest
+
+from pesto.config import load_settings
+from pesto.models import ExecuteRequest, ExecuteResult
+
+
+def pytest_report_header(config):
+    from pesto.sandbox import kernel
+    return [f"kernel {platform.release()}, Landlock ABI {kernel.landlock_abi()}, "
+            f"euid {os.geteuid()}"]
+
+
+requires_root = pytest.mark.skipif(os.geteuid() != 0,
+                                   reason="the sandbox needs root to switch to run uids")
+
+
+class Runner:
+    """Drives one Engine from synchronous tests."""
+
+    def __init__(self, settings):
+        from pesto.engine import Engine
+        self.loop = asyncio.new_event_loop()
+        self.engine = self.loop.run_until_complete(Engine.start(settings))
+        self.settings = settings
+
+    def run(self, language: str, code: str | None = None, **kw) -> ExecuteResult:
+        req = ExecuteRequest(language=language, code=code, **kw)
+        return self.loop.run_until_complete(self.engine.execute(req, uuid.uuid4().hex))
+
+    def gather(self, *requests: ExecuteRequest) -> list[ExecuteResult]:
+        async def all_():
+            return await asyncio.gather(*(self.engine.execute(r, uuid.uuid4().hex)
+                                          for r in requests))
+        return self.loop.run_until_complete(all_())
+
+    def has(self, language: str) -> bool:
+        return any(language in r.names for r in self.engine.registry.installed)
+
+    def close(self):
+        self.loop.run_until_complete(self.engine.close())
+        self.loop.close()
+
+
+@pytest.fixture(scope="session")
+def runner(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox needs root to switch to run uids")
+    settings = load_settings(env={}, data_dir=str(tmp_path_factory.mktemp("data")))
+    r = Runner(settings)
+    yield r
+    r.close()
+
+
+def run_uid_processes(settings) -> list[str]:
+    """Every live process (zombies included) whose uid is in the run range."""
+    found = []
+    lo, hi = settings.uid_base, settings.uid_base + settings.uid_count
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("Uid:"):
+                        uid = int(line.split()[1])
+                        if lo <= uid < hi:
+                            found.append(f"{pid} uid={uid}")
+                        break
+        except OSError:
+            continue
+    return found
