@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# The sqlite3 shell 3.40 from Debian 12.
+set -euo pipefail
+dpkg -s sqlite3 >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends sqlite3
+/usr/bin/sqlite3 -version
