@@ -41,15 +41,22 @@ class UidPool:
         for _ in range(self.count):
             uid = self.base + self._next
             self._next = (self._next + 1) % self.count
-            fd = os.open(os.path.join(self.lock_dir, str(uid)),
-                         os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return uid, self.lease_exact(uid)
             except BlockingIOError:
-                os.close(fd)
                 continue
-            return uid, fd
         raise NoFreeUid("every sandbox uid is busy; try again shortly", retry_after=1)
+
+    def lease_exact(self, uid: int) -> int:
+        """Lock one given uid; raises BlockingIOError while someone holds it."""
+        fd = os.open(os.path.join(self.lock_dir, str(uid)),
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
 
 class Session:
@@ -59,12 +66,14 @@ class Session:
         self.uid = uid
         self._reader = reader
         self._writer = writer
+        self.supervisor_died = False
 
     async def _call(self, msg: dict[str, Any]) -> dict[str, Any]:
         self._writer.write(protocol.encode(msg))
         await self._writer.drain()
         reply = await protocol.recv_async(self._reader)
         if reply is None:
+            self.supervisor_died = True
             raise SandboxError("the job's supervisor died")
         if not reply.get("ok"):
             raise SandboxError(f"sandbox failure: {reply.get('error')}")
@@ -130,11 +139,8 @@ class Sandbox:
         pool = UidPool(os.path.join(sandbox_dir, "locks"), uid_base, uid_count)
         return cls(proc, ours, pool, json.loads(report), os.path.join(sandbox_dir, "work"))
 
-    @contextlib.asynccontextmanager
-    async def session(self) -> AsyncIterator[Session]:
-        """A supervisor for one job. Leaving the block cleans up; cancelling it
-        (or an exception) aborts the run, and the supervisor still cleans up."""
-        uid, lock_fd = self.pool.lease()
+    async def _open(self, uid: int, lock_fd: int) -> Session:
+        """Hand a job socket and the uid's lock to the spawner, which forks a supervisor."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             socket.send_fds(self._ctrl, [b"J"], [theirs.fileno(), lock_fd])
@@ -143,16 +149,44 @@ class Sandbox:
             raise SandboxError(f"the sandbox spawner is gone: {exc}") from None
         finally:
             theirs.close()
-            os.close(lock_fd)
+            os.close(lock_fd)   # from now on only the supervisor holds the lock
         reader, writer = await asyncio.open_unix_connection(sock=ours)
-        session = Session(uid, reader, writer)
+        return Session(uid, reader, writer)
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Session]:
+        """A supervisor for one job. Leaving the block cleans up; cancelling it
+        (or an exception) aborts the run, and the supervisor still cleans up."""
+        session = await self._open(*self.pool.lease())
         try:
             yield session
         except BaseException:
             session.abort()
             raise
+        finally:
+            if session.supervisor_died:
+                await self._sweep(session.uid)
         if not await session.close():
-            raise SandboxError(f"cleanup of uid {uid} failed; the uid stays locked")
+            await self._sweep(session.uid)
+            raise SandboxError(f"cleanup of uid {session.uid} failed; it was swept again")
+
+    async def _sweep(self, uid: int) -> None:
+        """A supervisor died with its run possibly alive: a fresh supervisor for
+        the same uid sweeps it now (prepare sweeps a dirty uid), not at its next lease."""
+        for _ in range(50):   # the dead supervisor's lock is released at its exit
+            try:
+                lock_fd = self.pool.lease_exact(uid)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.02)
+        else:
+            return
+        try:
+            sweeper = await self._open(uid, lock_fd)
+            await sweeper.prepare([], 1 << 20)
+            await sweeper.close()
+        except SandboxError:
+            pass
 
     def close(self) -> None:
         self._ctrl.close()

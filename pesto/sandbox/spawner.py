@@ -24,6 +24,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # a Ctrl-C is the server's to handle
     ctx = context.probe(uid_base=cfg["uid_base"], uid_count=cfg["uid_count"],
                         sandbox_dir=cfg["sandbox_dir"], disable=tuple(cfg["disable"]))
+    # Whatever a crashed predecessor left behind goes before the first job.
+    supervisor.sweep_stale(os.path.join(cfg["sandbox_dir"], "locks"), ctx)
     # Supervisors are never waited for: let the kernel reap them.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     # Everything allocated so far is shared with every fork: keep the

@@ -122,6 +122,43 @@ def _scrub_shared_tmp(uid: int) -> None:
                 pass
 
 
+def sweep(uid: int, ctx: Context) -> None:
+    """Remove every trace of a uid whose previous holder died before cleaning."""
+    kill_uid(uid)
+    workdir = os.path.join(ctx.work_root, str(uid))
+    if os.path.lexists(workdir):
+        _remove_tree(workdir)
+    if not ctx.landlock_abi:
+        _scrub_shared_tmp(uid)
+
+
+def sweep_stale(lock_dir: str, ctx: Context) -> list[int]:
+    """At start-up: sweep every uid left dirty by a crashed server or supervisor.
+
+    Only uids whose lock is free are touched (another live Pesto may hold the rest).
+    """
+    import fcntl
+    swept = []
+    for name in os.listdir(lock_dir):
+        if not name.isdigit():
+            continue
+        fd = os.open(os.path.join(lock_dir, name), os.O_RDWR | os.O_CLOEXEC)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            uid = int(name)
+            if os.pread(fd, 5, 0) == b"dirty" or os.path.lexists(
+                    os.path.join(ctx.work_root, name)):
+                sweep(uid, ctx)
+                os.ftruncate(fd, 0)
+                swept.append(uid)
+        finally:
+            os.close(fd)
+    return swept
+
+
 class Supervisor:
     def __init__(self, sock: socket.socket, lock_fd: int, ctx: Context) -> None:
         self.sock = sock
@@ -188,11 +225,7 @@ class Supervisor:
         # A previous holder of this uid that died before cleaning marked the
         # lock file dirty: sweep its processes and files before reuse.
         if os.pread(self.lock_fd, 5, 0) == b"dirty" or os.path.lexists(workdir):
-            kill_uid(uid)
-            if os.path.lexists(workdir):
-                _remove_tree(workdir)
-            if not self.ctx.landlock_abi:
-                _scrub_shared_tmp(uid)
+            sweep(uid, self.ctx)
         os.pwrite(self.lock_fd, b"dirty", 0)
 
         os.mkdir(workdir, 0o700)

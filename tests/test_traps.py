@@ -1,0 +1,249 @@
+"""Regression tests, one per "known trap" of SANDBOX.md and per real escape class.
+
+Each test names the trap it guards and fails for the layer it names.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import textwrap
+import time
+
+import pytest
+
+from pesto.engine import BASE_ENV
+from pesto.models import ExecuteRequest
+from tests.conftest import run_uid_processes
+
+
+def out(r):
+    return r.runtime.stdout
+
+
+def stage_spec(workdir: str, code_file: str, **kw) -> dict:
+    spec = {"argv": ["/usr/bin/python3", "-I", code_file],
+            "env": {**BASE_ENV, "HOME": workdir, "TMPDIR": workdir}, "stdin": "",
+            "wall_ms": 3000, "cpu_seconds": 4, "memory": 128 << 20,
+            "memory_mode": "address-space", "processes": 64, "open_files": 256,
+            "file_size": 64 << 20, "output_limit": 65536, "read_paths": []}
+    spec.update(kw)
+    return spec
+
+
+@pytest.fixture
+def root_target(tmp_path_factory):
+    """A root-owned file and dir outside any run, which planted links will point at."""
+    d = "/var/lib/pesto-test-target"
+    os.makedirs(d, exist_ok=True)
+    os.chmod(d, 0o755)
+    target = os.path.join(d, "precious")
+    with open(target, "w") as f:
+        f.write("PRECIOUS")
+    os.chmod(target, 0o644)
+    yield d, target
+    import shutil
+    shutil.rmtree(d)
+
+
+def test_trap_judge0_symlinks_planted_in_compile_stage(runner, root_target):
+    """CVE-2024-28185/28189 class: links planted by the compile stage must not
+    make the root-owned engine write, chown or delete through them."""
+    d, target = root_target
+    plant = textwrap.dedent(f"""
+        import os
+        os.symlink({target!r}, "link-to-file")
+        os.symlink({d!r}, "link-to-dir")
+        os.symlink({target!r}, "run.py.out")
+        os.symlink({d!r}, "tmp")
+        print("planted")
+    """)
+    use = "import os; print(sorted(os.listdir('.')))"
+
+    async def scenario():
+        sb = runner.engine.sandbox
+        async with sb.session() as s:
+            wd = await s.prepare([("compile.py", plant), ("run.py", use)], 64 << 20)
+            r1 = await s.stage(stage_spec(wd, "compile.py"))
+            r2 = await s.stage(stage_spec(wd, "run.py"))
+        return r1, r2
+    r1, r2 = runner.loop.run_until_complete(scenario())
+    assert r1["stdout"] == "planted\n", r1
+    assert "link-to-file" in r2["stdout"]
+    st = os.stat(target)
+    assert (st.st_uid, st.st_gid, oct(st.st_mode & 0o7777)) == (0, 0, "0o644")
+    with open(target) as f:
+        assert f.read() == "PRECIOUS"
+    assert os.path.isdir(d) and os.stat(d).st_uid == 0
+    assert os.listdir(runner.settings.sandbox_dir / "work") == []
+
+
+def test_trap_files_api_cannot_escape_workdir(runner):
+    bad = ["../escape.py", "/etc/evil", "a/../../b", "a\x00b", "./x", "a//b", ""]
+    from pesto.errors import InvalidRequest
+    from pesto.models import SourceFile
+    for name in bad:
+        req = ExecuteRequest(language="python",
+                             files=[SourceFile(name=name, code="print(1)")])
+        with pytest.raises(InvalidRequest):
+            runner.engine.validate(req)
+    ok = ExecuteRequest(language="python", files=[
+        SourceFile(name="pkg/helper.py", code="X = 42"),
+        SourceFile(name="main.py", code="import pkg.helper as h; print(h.X)", entrypoint=True)])
+    r = runner.loop.run_until_complete(runner.engine.execute(ok, "multi"))
+    assert out(r) == "42\n", r
+
+
+def test_trap_io_uring_cannot_create_sockets(runner):
+    """IORING_OP_SOCKET makes sockets without socket(): io_uring_setup is denied."""
+    code = textwrap.dedent("""
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        params = ctypes.create_string_buffer(120)
+        fd = libc.syscall(425, 8, params)   # io_uring_setup
+        print("io_uring_setup", fd, ctypes.get_errno())
+    """)
+    r = runner.run("python", code)
+    assert out(r).strip() == "io_uring_setup -1 1", r   # EPERM from seccomp
+
+
+@pytest.mark.parametrize("syscall_nr,name", [(272, "unshare"), (308, "setns"), (165, "mount"),
+                                              (321, "bpf"), (298, "perf_event_open"),
+                                              (323, "userfaultfd"), (250, "keyctl"),
+                                              (304, "open_by_handle_at")])
+def test_trap_seccomp_denies_kernel_attack_surface(runner, syscall_nr, name):
+    code = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            f"print(libc.syscall({syscall_nr}, 0, 0, 0, 0, 0), ctypes.get_errno())")
+    r = runner.run("python", code)
+    assert out(r).strip() == "-1 1", (name, r)
+
+
+def test_trap_x32_and_clone_namespace_flags_denied(runner):
+    code = textwrap.dedent("""
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        print("x32", libc.syscall(0x40000000 | 39), ctypes.get_errno())     # x32 getpid
+        print("clone", libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0), ctypes.get_errno())  # CLONE_NEWUSER
+        print("personality", libc.personality(0x0040000), ctypes.get_errno())  # ADDR_NO_RANDOMIZE
+    """)
+    r = runner.run("python", code)
+    assert out(r).splitlines() == ["x32 -1 1", "clone -1 1", "personality -1 1"], r
+
+
+def test_trap_zombie_flood_counts_and_is_reaped(runner):
+    """Zombies count against RLIMIT_NPROC; a uid is free only when none is left."""
+    code = textwrap.dedent("""
+        import os, time
+        made = 0
+        try:
+            for _ in range(500):
+                if os.fork() == 0:
+                    os._exit(0)
+                made += 1
+        except OSError as e:
+            print("fork refused after", made, "errno", e.errno)
+        time.sleep(0.2)
+    """)
+    r = runner.run("python", code)
+    assert "fork refused after" in out(r), r
+    assert int(out(r).split()[3]) < 64
+    assert run_uid_processes(runner.settings) == []
+
+
+def test_trap_memory_spread_over_many_processes(runner):
+    if not runner.engine.layers["cgroups"]["enabled"]:
+        pytest.skip("no memory cgroup here: per-process rlimits cannot cap the total")
+    code = textwrap.dedent("""
+        import os, time
+        for _ in range(8):
+            if os.fork() == 0:
+                b = bytearray(24 << 20)
+                for i in range(0, len(b), 4096): b[i] = 1
+                time.sleep(5); os._exit(0)
+        time.sleep(3)
+        print("survived")
+    """)
+    r = runner.run("python", code, memory_limit=64 << 20, run_timeout=4000)
+    assert r.runtime.memory <= (64 << 20) + (1 << 20), r.runtime
+    # the children were OOM-killed one by one; the main process survives or dies
+    assert r.runtime.status in ("ok", "memory"), r
+
+
+def test_trap_secrets_never_on_command_lines(runner):
+    """Any uid can read /proc/<pid>/cmdline: the spawner's must hold no secret."""
+    pid = runner.engine.sandbox._proc.pid
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        cmdline = f.read().decode()
+    assert "token" not in cmdline.lower() and "data_dir" not in cmdline
+    r = runner.run("python", f"print(open('/proc/{pid}/environ').read())")
+    assert r.runtime.status == "error" and "Permission" in r.runtime.stderr
+
+
+def test_trap_run_environment_is_allowlisted(runner, monkeypatch):
+    r = runner.run("python", "import os; print(sorted(os.environ))")
+    names = eval(out(r))
+    assert set(names) <= {"PATH", "LANG", "LC_ALL", "HOME", "TMPDIR",
+                          "PYTHONDONTWRITEBYTECODE", "LC_CTYPE"}, names
+
+
+def test_trap_supervisor_death_does_not_leak_the_run(runner):
+    """If a job's supervisor dies, its run is swept at once, not left alive."""
+    import asyncio
+
+    async def scenario():
+        req = ExecuteRequest(language="python",
+                             code="import time, os\nprint(os.getuid(), flush=True)\ntime.sleep(30)",
+                             run_timeout=20000)
+        task = asyncio.ensure_future(runner.engine.execute(req, "doomed"))
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if run_uid_processes(runner.settings):
+                break
+        spawner = runner.engine.sandbox._proc.pid
+        kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == spawner]
+        assert kids, "no supervisor found"
+        for k in kids:
+            os.kill(k, signal.SIGKILL)
+        try:
+            await task
+        except Exception as exc:
+            return exc
+    exc = runner.loop.run_until_complete(scenario())
+    assert exc is not None and "supervisor died" in str(exc)
+    deadline = time.monotonic() + 3
+    while run_uid_processes(runner.settings) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run_uid_processes(runner.settings) == []
+    assert os.listdir(runner.settings.sandbox_dir / "work") == []
+    assert out(runner.run("python", "print('next')")) == "next\n"
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return -1
+
+
+def test_cancelling_a_job_kills_its_run(runner):
+    import asyncio
+
+    async def scenario():
+        req = ExecuteRequest(language="python", code="import time; time.sleep(30)",
+                             run_timeout=20000)
+        task = asyncio.ensure_future(runner.engine.execute(req, "cancel-me"))
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if run_uid_processes(runner.settings):
+                break
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    runner.loop.run_until_complete(scenario())
+    deadline = time.monotonic() + 3
+    while (run_uid_processes(runner.settings) or os.listdir(runner.settings.sandbox_dir / "work")) \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run_uid_processes(runner.settings) == []
+    assert os.listdir(runner.settings.sandbox_dir / "work") == []
