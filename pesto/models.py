@@ -131,10 +131,15 @@ def _make_converter() -> cattrs.Converter:
 converter = _make_converter()
 
 
+_SNAKE_IN_PATH = re.compile(r"\.([a-z]+(?:_[a-z]+)+)\b")
+
+
 def error_paths(exc: BaseException) -> list[str]:
     """Readable `$.field: why` lines for a cattrs structuring failure."""
     if isinstance(exc, (cattrs.BaseValidationError,)):
-        return cattrs.transform_error(exc, path="$")
+        # cattrs names attributes (run_timeout); the client sent camelCase.
+        return [_SNAKE_IN_PATH.sub(lambda m: "." + _camel(m.group(1)), line)
+                for line in cattrs.transform_error(exc, path="$")]
     return [f"$: {exc}"]
 
 

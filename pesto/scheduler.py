@@ -31,7 +31,7 @@ import attrs
 import msgspec
 
 from pesto.errors import (PestoError, QueueFull, ShuttingDown, TooManyJobs)
-from pesto.models import ExecuteRequest, ExecuteResult, converter, parse_request
+from pesto.models import ExecuteRequest, ExecuteResult, Status, converter, parse_request
 from pesto.store import Job, JobStatus, Store, Token, utcnow
 
 log = logging.getLogger("pesto.jobs")
@@ -288,8 +288,8 @@ class Scheduler:
             self._running -= 1
             self._forget(entry)
             self._settle(entry, outcome)
-            self._log(entry, outcome.status, result, elapsed)
             self._dispatch()
+            self._log(entry, outcome.status, result, elapsed)
 
     def _forget(self, entry: _Entry) -> None:
         if self._entries.get(entry.job_id) is entry:
@@ -305,12 +305,20 @@ class Scheduler:
 
     def _log(self, entry: _Entry, status: JobStatus, result: ExecuteResult | None,
              elapsed: float | None) -> None:
+        try:
+            self._log_line(entry, status, result, elapsed)
+        except Exception:
+            log.exception("job %s: could not log its outcome", entry.job_id)
+
+    def _log_line(self, entry: _Entry, status: JobStatus, result: ExecuteResult | None,
+                  elapsed: float | None) -> None:
         waited = time.monotonic() - entry.created - (elapsed or 0.0)
         stages = ""
         language, version = entry.request.language, entry.request.version
         if result is not None:
             language, version = result.language, result.version
-            stages = (f" compile={result.compile.status.value} run={result.runtime.status.value}"
+            stages = (f" compile={Status(result.compile.status).value}"
+                      f" run={Status(result.runtime.status).value}"
                       f" wall_ms={result.runtime.wall_time}")
         log.info("job %s token=%s language=%s version=%s status=%s%s queued_ms=%d run_ms=%d",
                  entry.job_id, entry.token_name, language, version,

@@ -202,3 +202,35 @@ class Server:
                 self.proc.wait(10)
         if not self.log.closed:
             self.log.close()
+
+
+def held_uids(sandbox_dir: Path, base: int, count: int) -> list[int]:
+    """Uids of [base, base+count) whose lease lock is held or whose work dir is left over."""
+    import fcntl
+
+    held = []
+    for uid in range(base, base + count):
+        lock = sandbox_dir / "locks" / str(uid)
+        if (sandbox_dir / "work" / str(uid)).exists():
+            held.append(uid)
+            continue
+        if not lock.exists():
+            continue
+        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except BlockingIOError:
+            held.append(uid)
+        finally:
+            os.close(fd)
+    return held
+
+
+def wait_uids_free(sandbox_dir: Path, base: int, count: int, timeout: float = 15.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        held = held_uids(sandbox_dir, base, count)
+        if not held or time.monotonic() > deadline:
+            return held
+        time.sleep(0.1)
