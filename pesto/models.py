@@ -81,7 +81,10 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def _make_converter() -> cattrs.Converter:
+def make_strict_converter() -> cattrs.Converter:
+    """A converter that accepts only the JSON/TOML type asked for: no "5" for 5,
+    no "ab" for ["a", "b"], unknown keys rejected. Shared by requests, language
+    files and the config file."""
     conv = cattrs.Converter(forbid_extra_keys=True)
 
     # Strings, ints and bools must arrive as such: cattrs would otherwise
@@ -118,7 +121,11 @@ def _make_converter() -> cattrs.Converter:
 
     conv.register_structure_hook_func(
         lambda t: getattr(t, "__origin__", None) is list, strict_list)
+    return conv
 
+
+def _make_converter() -> cattrs.Converter:
+    conv = make_strict_converter()
     for cls in (SourceFile, ExecuteRequest, StageResult, ExecuteResult):
         overrides = {a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)}
         conv.register_structure_hook(

@@ -16,6 +16,7 @@ import attrs
 import cattrs
 
 from pesto.errors import ConfigError, RuntimeNotFound
+from pesto.models import make_strict_converter
 
 MEMORY_MODES = ("address-space", "data", "runtime-flag")
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -86,7 +87,7 @@ class Runtime:
         return {self.id.lower(), self.spec.language.lower(), *(a.lower() for a in self.spec.aliases)}
 
 
-_conv = cattrs.Converter(forbid_extra_keys=True)
+_conv = make_strict_converter()
 
 
 def _version_key(v: str) -> tuple:
