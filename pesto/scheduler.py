@@ -237,6 +237,8 @@ class Scheduler:
     # --- running ---------------------------------------------------------------
 
     def _dispatch(self) -> None:
+        if self._closing:                # queued jobs wait for the next start
+            return
         while self._running < self.workers and self._queue:
             entry = self._queue.popleft()
             entry.queued = False
