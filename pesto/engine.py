@@ -33,8 +33,9 @@ class Engine:
     async def start(cls, settings: Settings) -> "Engine":
         """Load the languages, probe the host, start the spawner."""
         registry = load_registry(settings.languages_dir)
-        sandbox = Sandbox.start(uid_base=settings.uid_base, uid_count=settings.uid_count,
-                                sandbox_dir=str(settings.sandbox_dir), disable=settings.disable)
+        sandbox = await Sandbox.start(uid_base=settings.uid_base, uid_count=settings.uid_count,
+                                      sandbox_dir=str(settings.sandbox_dir),
+                                      slots=settings.workers, disable=settings.disable)
         return cls(settings, registry, sandbox)
 
     @property
@@ -42,7 +43,7 @@ class Engine:
         return self.sandbox.layers
 
     async def close(self) -> None:
-        self.sandbox.close()
+        await self.sandbox.close()
 
     # -- validation ---------------------------------------------------------
 

@@ -54,7 +54,10 @@ class Runner:
 def runner(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the sandbox needs root to switch to run uids")
-    settings = load_settings(env={}, data_dir=str(tmp_path_factory.mktemp("data")))
+    # A uid range of its own, so that another Pesto on this host (a dev
+    # server, another test run) cannot be mistaken for a leak of ours.
+    settings = load_settings(env={}, data_dir=str(tmp_path_factory.mktemp("data")),
+                             uid_base=64000, uid_count=500)
     r = Runner(settings)
     yield r
     r.close()
@@ -73,7 +76,9 @@ def run_uid_processes(settings) -> list[str]:
                     if line.startswith("Uid:"):
                         uid = int(line.split()[1])
                         if lo <= uid < hi:
-                            found.append(f"{pid} uid={uid}")
+                            with open(f"/proc/{pid}/stat") as st:
+                                state = st.read().rsplit(")", 1)[1].split()[:2]
+                            found.append(f"{pid} uid={uid} state={state[0]} ppid={state[1]}")
                         break
         except OSError:
             continue

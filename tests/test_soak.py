@@ -48,7 +48,13 @@ def test_500_runs_leave_no_process_uid_workdir_or_memory(runner):
     assert run_uid_processes(runner.settings) == []
     assert os.listdir(runner.settings.sandbox_dir / "work") == []
     # Every uid lock is free again: nothing is held by a lingering supervisor.
-    pool = runner.engine.sandbox.pool
-    for uid in range(pool.base, pool.base + 60):
-        os.close(pool.lease_exact(uid))
+    import fcntl
+    lock_dir = runner.settings.sandbox_dir / "locks"
+    for name in os.listdir(lock_dir):
+        fd = os.open(lock_dir / name, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # raises if still held
+            assert os.pread(fd, 5, 0) == b"", f"uid {name} left dirty"
+        finally:
+            os.close(fd)
     assert grown < 20 * 1024, f"engine memory grew by {grown} KiB"

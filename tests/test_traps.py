@@ -171,7 +171,7 @@ def test_trap_memory_spread_over_many_processes(runner):
 
 def test_trap_secrets_never_on_command_lines(runner):
     """Any uid can read /proc/<pid>/cmdline: the spawner's must hold no secret."""
-    pid = runner.engine.sandbox._proc.pid
+    pid = runner.engine.sandbox.spawner_pid
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         cmdline = f.read().decode()
     assert "token" not in cmdline.lower() and "data_dir" not in cmdline
@@ -199,17 +199,18 @@ def test_trap_supervisor_death_does_not_leak_the_run(runner):
             await asyncio.sleep(0.05)
             if run_uid_processes(runner.settings):
                 break
-        spawner = runner.engine.sandbox._proc.pid
-        kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == spawner]
-        assert kids, "no supervisor found"
-        for k in kids:
-            os.kill(k, signal.SIGKILL)
+        procs = run_uid_processes(runner.settings)
+        assert procs, "the run never started"
+        supervisor = _ppid(int(procs[0].split()[0]))
+        assert _ppid(supervisor) == runner.engine.sandbox.spawner_pid
+        os.kill(supervisor, signal.SIGKILL)
         try:
             await task
         except Exception as exc:
             return exc
     exc = runner.loop.run_until_complete(scenario())
-    assert exc is not None and "supervisor died" in str(exc)
+    assert exc is not None and "slot died" in str(exc)
+    runner.loop.run_until_complete(runner.engine.sandbox.wait_idle())
     deadline = time.monotonic() + 3
     while run_uid_processes(runner.settings) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -241,6 +242,7 @@ def test_cancelling_a_job_kills_its_run(runner):
         with pytest.raises(asyncio.CancelledError):
             await task
     runner.loop.run_until_complete(scenario())
+    runner.loop.run_until_complete(runner.engine.sandbox.wait_idle())
     deadline = time.monotonic() + 3
     while (run_uid_processes(runner.settings) or os.listdir(runner.settings.sandbox_dir / "work")) \
             and time.monotonic() < deadline:

@@ -1,9 +1,15 @@
-"""Per-uid memory cgroups: an exact limit, exact peak, and OOM detection.
+"""Per-slot memory cgroups: an exact limit, exact peak, and OOM detection.
 
-One cgroup per uid slot (`<own cgroup>/pesto/<uid>`), created on first use
-and reused: the uid lock guarantees one run at a time in it. Where no
-writable memory hierarchy exists, `NoCgroups` keeps the call sites free of
-ifs and the rlimits remain the memory limit.
+Moving a process between cgroups costs an RCU grace period (~10-15 ms
+measured here, on every hierarchy), so runs are never moved: each
+long-lived slot supervisor joins its own cgroup once, and the programs it
+forks are born inside it. The supervisor's own charge is measured just
+before each stage and added to the limit and subtracted from the peak; runs
+set their oom_score_adj to 1000 (and the supervisor to -1000 where it may),
+so the OOM killer picks the run, not the supervisor.
+
+Where no writable memory hierarchy exists, `NoCgroups` keeps the call
+sites free of ifs and the rlimits remain the memory limit.
 """
 
 from __future__ import annotations
@@ -16,10 +22,13 @@ class NoCgroups:
     available = False
     reason = "no writable memory cgroup hierarchy"
 
-    def prepare(self, uid: int, limit: int) -> str | None:
-        return None
+    def join(self, name: str) -> None:
+        pass
 
-    def finish(self, uid: int) -> tuple[int | None, bool]:
+    def start_stage(self, limit: int) -> bool:
+        return False
+
+    def finish_stage(self) -> tuple[int | None, bool]:
         return None, False
 
 
@@ -37,6 +46,11 @@ def _write(path: Path, value: str) -> None:
         f.write(value)
 
 
+def _read_int(path: Path) -> int:
+    with open(path) as f:
+        return int(f.read())
+
+
 class CgroupV1Memory:
     """cgroup v1 `memory` controller (the hierarchy this kind of host has)."""
     available = True
@@ -44,7 +58,9 @@ class CgroupV1Memory:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.reason = f"cgroup v1 memory controller at {base}"
-        self._oom_before: dict[int, int] = {}
+        self.cg: Path | None = None
+        self._baseline = 0
+        self._oom_before = 0
         self._has_memsw = (base.parent / "memory.memsw.limit_in_bytes").exists()
 
     @classmethod
@@ -56,7 +72,7 @@ class CgroupV1Memory:
         base = root / own.lstrip("/") / "pesto"
         try:
             base.mkdir(exist_ok=True)
-            probe = base / "probe"
+            probe = base / f"probe-{os.getpid()}"
             probe.mkdir(exist_ok=True)
             _write(probe / "memory.limit_in_bytes", str(64 << 20))
             probe.rmdir()
@@ -64,36 +80,62 @@ class CgroupV1Memory:
             none = NoCgroups()
             none.reason = f"cgroup v1 memory at {base} not writable: {exc.strerror}"
             return none
+        # Slots of Pesto processes that are gone: empty groups rmdir cleanly.
+        for stale in base.iterdir():
+            if stale.is_dir():
+                try:
+                    stale.rmdir()
+                except OSError:
+                    pass
         return cls(base)
 
-    def _oom_kills(self, cg: Path) -> int:
-        with open(cg / "memory.oom_control") as f:
+    def join(self, name: str) -> None:
+        """Move the calling supervisor into its slot's cgroup (once, at slot start)."""
+        self.cg = self.base / name
+        self.cg.mkdir(exist_ok=True)
+        _write(self.cg / "cgroup.procs", str(os.getpid()))
+        try:   # needs CAP_SYS_RESOURCE; runs raise their own score to 1000 anyway
+            _write(Path("/proc/self/oom_score_adj"), "-1000")
+        except PermissionError:
+            pass
+
+    def _oom_kills(self) -> int:
+        assert self.cg is not None
+        with open(self.cg / "memory.oom_control") as f:
             for line in f:
                 if line.startswith("oom_kill "):
                     return int(line.split()[1])
         return 0
 
-    def prepare(self, uid: int, limit: int) -> str:
-        """Set the stage's limit and zero its peak; returns the cgroup.procs path to join."""
-        cg = self.base / str(uid)
-        cg.mkdir(exist_ok=True)
+    def _set_limit(self, limit: int) -> None:
+        assert self.cg is not None
         # No swap: memsw (memory+swap) equal to memory. memsw must stay >=
         # memory at every write, so open it up first.
         if self._has_memsw:
-            _write(cg / "memory.memsw.limit_in_bytes", "-1")
-        _write(cg / "memory.limit_in_bytes", str(limit))
+            _write(self.cg / "memory.memsw.limit_in_bytes", "-1")
+        _write(self.cg / "memory.limit_in_bytes", str(limit))
         if self._has_memsw:
-            _write(cg / "memory.memsw.limit_in_bytes", str(limit))
-        _write(cg / "memory.max_usage_in_bytes", "0")
-        self._oom_before[uid] = self._oom_kills(cg)
-        return str(cg / "cgroup.procs")
+            _write(self.cg / "memory.memsw.limit_in_bytes", str(limit))
 
-    def finish(self, uid: int) -> tuple[int | None, bool]:
-        """(peak bytes, whether the OOM killer acted) for the stage just ended."""
-        cg = self.base / str(uid)
-        with open(cg / "memory.max_usage_in_bytes") as f:
-            peak = int(f.read())
-        return peak, self._oom_kills(cg) > self._oom_before.pop(uid, 0)
+    def start_stage(self, limit: int) -> bool:
+        """Set the limit for the program about to be forked; zero the peak."""
+        assert self.cg is not None
+        self._baseline = _read_int(self.cg / "memory.usage_in_bytes")
+        self._set_limit(limit + self._baseline)
+        _write(self.cg / "memory.max_usage_in_bytes", "0")
+        self._oom_before = self._oom_kills()
+        return True
+
+    def finish_stage(self) -> tuple[int | None, bool]:
+        """(peak bytes of the stage, whether the OOM killer acted in it)."""
+        assert self.cg is not None
+        peak = _read_int(self.cg / "memory.max_usage_in_bytes") - self._baseline
+        oom = self._oom_kills() > self._oom_before
+        # Between stages the supervisor itself must never hit a limit.
+        if self._has_memsw:
+            _write(self.cg / "memory.memsw.limit_in_bytes", "-1")
+        _write(self.cg / "memory.limit_in_bytes", "-1")
+        return max(peak, 0), oom
 
 
 def probe() -> "CgroupV1Memory | NoCgroups":

@@ -23,7 +23,7 @@ _RESTORE_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
 def exec_child(*, argv: list[str], env: dict[str, str], cwd: str,
                uid: int, gid: int, rlimits: list[tuple[int, int]],
                stdin_fd: int, stdout_fd: int, stderr_fd: int, report_fd: int,
-               cgroup_procs: str | None, landlock_fd: int | None,
+               landlock_fd: int | None,
                seccomp: kernel.SeccompProgram | None) -> None:
     step = "start"
     try:
@@ -41,12 +41,11 @@ def exec_child(*, argv: list[str], env: dict[str, str], cwd: str,
         os.dup2(stdout_fd, 1)
         os.dup2(stderr_fd, 2)
 
-        # Join the stage's cgroup while still root (the cgroup files are
-        # root's), before anything of the program's can allocate.
-        step = "cgroup"
-        if cgroup_procs:
-            with open(cgroup_procs, "w") as f:
-                f.write(str(os.getpid()))
+        # The OOM killer must pick the run, never its supervisor (raising
+        # one's own score needs no privilege).
+        step = "oom_score_adj"
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
 
         step = "chdir"
         os.chdir(cwd)

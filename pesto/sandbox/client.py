@@ -1,123 +1,114 @@
-"""The server's side of the sandbox: the spawner process, uid leases, job sessions.
+"""The server's side of the sandbox: the spawner, the slot supervisors, job sessions.
 
 Everything here runs in the (multi-threaded) server and never forks: the
-spawner is started by exec, and jobs reach it as file descriptors.
+spawner is started by exec, and it forks the slot supervisors. Each slot
+runs one job at a time; taking a slot is taking a concurrency slot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
+import logging
 import os
 import socket
 import subprocess
 import sys
 from typing import Any, AsyncIterator
 
-from pesto.errors import PestoError, SandboxError
+from pesto.errors import SandboxError
 from pesto.sandbox import protocol
 
-
-class NoFreeUid(PestoError):
-    status_code = 503
-    code = "QUEUE_FULL"
+log = logging.getLogger("pesto.sandbox")
 
 
-class UidPool:
-    """Leases uids with flock()ed lock files, so several Pesto processes on one
-    host never share a uid. The lock travels to the job's supervisor and is
-    released by its exit, i.e. only after the uid's processes and files are gone."""
+class Slot:
+    """The server's end of one slot supervisor's socket."""
 
-    def __init__(self, lock_dir: str, base: int, count: int) -> None:
-        self.lock_dir = lock_dir
-        self.base = base
-        self.count = count
-        self._next = 0
+    def __init__(self, index: int, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.index = index
+        self.reader = reader
+        self.writer = writer
+        self.dead = False
 
-    def lease(self) -> tuple[int, int]:
-        """(uid, locked fd). Raises NoFreeUid when every uid is busy."""
-        for _ in range(self.count):
-            uid = self.base + self._next
-            self._next = (self._next + 1) % self.count
-            try:
-                return uid, self.lease_exact(uid)
-            except BlockingIOError:
-                continue
-        raise NoFreeUid("every sandbox uid is busy; try again shortly", retry_after=1)
-
-    def lease_exact(self, uid: int) -> int:
-        """Lock one given uid; raises BlockingIOError while someone holds it."""
-        fd = os.open(os.path.join(self.lock_dir, str(uid)),
-                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    async def call(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and return its reply. Raises SandboxError."""
+        if self.dead:
+            raise SandboxError("the sandbox slot died")
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+            self.writer.write(protocol.encode(msg))
+            await self.writer.drain()
+        except (ConnectionError, OSError):
+            self.dead = True
+            raise SandboxError("the sandbox slot died") from None
+        reply = await protocol.recv_async(self.reader)
+        if reply is None:
+            self.dead = True
+            raise SandboxError("the sandbox slot died")
+        return reply
+
+    async def abort(self) -> None:
+        """Kill the slot's current job (if any) and wait until it is cleaned up."""
+        if self.dead:
+            return
+        try:
+            self.writer.write(protocol.encode({"op": "abort"}))
+            await self.writer.drain()
+            while True:   # skip the reply of a stage that ended meanwhile
+                reply = await protocol.recv_async(self.reader)
+                if reply is None:
+                    self.dead = True
+                    return
+                if reply.get("abort"):
+                    return
+        except (ConnectionError, OSError):
+            self.dead = True
 
 
 class Session:
-    """One job's conversation with its supervisor."""
+    """One job on one slot."""
 
-    def __init__(self, uid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.uid = uid
-        self._reader = reader
-        self._writer = writer
-        self.supervisor_died = False
+    def __init__(self, slot: Slot) -> None:
+        self.slot = slot
+        self.uid = -1
 
     async def _call(self, msg: dict[str, Any]) -> dict[str, Any]:
-        self._writer.write(protocol.encode(msg))
-        await self._writer.drain()
-        reply = await protocol.recv_async(self._reader)
-        if reply is None:
-            self.supervisor_died = True
-            raise SandboxError("the job's supervisor died")
+        reply = await self.slot.call(msg)
         if not reply.get("ok"):
-            raise SandboxError(f"sandbox failure: {reply.get('error')}")
+            raise SandboxError(f"sandbox failure: {reply.get('error', 'cleanup failed')}")
         return reply
 
     async def prepare(self, files: list[tuple[str, str]], disk_limit: int) -> str:
-        reply = await self._call({"op": "prepare", "uid": self.uid, "disk_limit": disk_limit,
+        reply = await self._call({"op": "prepare", "disk_limit": disk_limit,
                                   "files": [{"name": n, "content": c} for n, c in files]})
+        self.uid = reply["uid"]
         return reply["workdir"]
 
     async def stage(self, spec: dict[str, Any]) -> dict[str, Any]:
         reply = await self._call({"op": "stage", **spec})
         return reply["result"]
 
-    async def close(self) -> bool:
-        """Ask for cleanup and wait for it; True if the supervisor says all is clean."""
-        try:
-            self._writer.write(protocol.encode({"op": "close"}))
-            await self._writer.drain()
-            reply = await protocol.recv_async(self._reader)
-            return bool(reply and reply.get("ok"))
-        except (ConnectionError, OSError):
-            return False
-        finally:
-            self._writer.close()
-
-    def abort(self) -> None:
-        """Close without waiting: the supervisor kills the run and cleans up alone."""
-        self._writer.close()
+    async def close(self) -> None:
+        await self._call({"op": "close"})
 
 
 class Sandbox:
-    def __init__(self, proc: subprocess.Popen, ctrl: socket.socket, pool: UidPool,
-                 layers: dict[str, dict[str, Any]], work_root: str) -> None:
+    def __init__(self, proc: subprocess.Popen, ctrl: socket.socket,
+                 layers: dict[str, dict[str, Any]], work_root: str, slots: int) -> None:
         self._proc = proc
         self._ctrl = ctrl
-        self.pool = pool
         self.layers = layers
         self.work_root = work_root
+        self.slot_count = slots
+        self._idle: asyncio.Queue[Slot] = asyncio.Queue()
+        self._tasks: set[asyncio.Task] = set()
 
     @classmethod
-    def start(cls, *, uid_base: int, uid_count: int, sandbox_dir: str,
-              disable: tuple[str, ...] = ()) -> "Sandbox":
-        """Start the spawner (by exec) and read its probe of the host's layers."""
+    async def start(cls, *, uid_base: int, uid_count: int, sandbox_dir: str, slots: int,
+                    disable: tuple[str, ...] = ()) -> "Sandbox":
+        """Start the spawner (by exec), read its probe of the host, open the slots."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         cfg = json.dumps({"uid_base": uid_base, "uid_count": uid_count,
                           "sandbox_dir": str(sandbox_dir), "disable": list(disable)})
@@ -126,72 +117,97 @@ class Sandbox:
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True,
             env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(sys.path)})
         theirs.close()
-        ours.settimeout(60)
+        loop = asyncio.get_running_loop()
+        ours.setblocking(False)
         try:
-            report = ours.recv(65536)
-        except OSError as exc:
+            report = await asyncio.wait_for(loop.sock_recv(ours, 65536), 60)
+        except (OSError, asyncio.TimeoutError) as exc:
             proc.kill()
-            raise SandboxError(f"the sandbox spawner did not start: {exc}") from None
+            raise SandboxError(f"the sandbox spawner did not start: {exc!r}") from None
         if not report:
             proc.wait()
             raise SandboxError(f"the sandbox spawner exited ({proc.returncode}) while probing")
-        ours.settimeout(None)
-        pool = UidPool(os.path.join(sandbox_dir, "locks"), uid_base, uid_count)
-        return cls(proc, ours, pool, json.loads(report), os.path.join(sandbox_dir, "work"))
+        ours.setblocking(True)
+        sandbox = cls(proc, ours, json.loads(report), os.path.join(sandbox_dir, "work"), slots)
+        for i in range(slots):
+            sandbox._idle.put_nowait(await sandbox._new_slot(i))
+        return sandbox
 
-    async def _open(self, uid: int, lock_fd: int) -> Session:
-        """Hand a job socket and the uid's lock to the spawner, which forks a supervisor."""
+    async def _new_slot(self, index: int) -> Slot:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            socket.send_fds(self._ctrl, [b"J"], [theirs.fileno(), lock_fd])
+            socket.send_fds(self._ctrl, [f"slot {index}".encode()], [theirs.fileno()])
         except OSError as exc:
             ours.close()
             raise SandboxError(f"the sandbox spawner is gone: {exc}") from None
         finally:
             theirs.close()
-            os.close(lock_fd)   # from now on only the supervisor holds the lock
         reader, writer = await asyncio.open_unix_connection(sock=ours)
-        return Session(uid, reader, writer)
+        return Slot(index, reader, writer)
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[Session]:
-        """A supervisor for one job. Leaving the block cleans up; cancelling it
-        (or an exception) aborts the run, and the supervisor still cleans up."""
-        session = await self._open(*self.pool.lease())
+        """Wait for a free slot and run one job on it.
+
+        Leaving the block cleans the job up. Cancelling it (or an exception)
+        aborts the run; the slot goes back to the pool once it is clean.
+        """
+        slot = await self._idle.get()
+        if slot.reader.at_eof():   # its supervisor died while idle
+            slot.dead = True
+            self._spawn(self._recycle(slot, -1))
+            slot = await self._idle.get()
+        session = Session(slot)
         try:
             yield session
+            await session.close()
         except BaseException:
-            session.abort()
+            # Not awaited here: a cancelled task must not wait. The recycler
+            # aborts the job, then returns (or replaces) the slot.
+            self._spawn(self._recycle(slot, session.uid))
             raise
-        finally:
-            if session.supervisor_died:
-                await self._sweep(session.uid)
-        if not await session.close():
-            await self._sweep(session.uid)
-            raise SandboxError(f"cleanup of uid {session.uid} failed; it was swept again")
-
-    async def _sweep(self, uid: int) -> None:
-        """A supervisor died with its run possibly alive: a fresh supervisor for
-        the same uid sweeps it now (prepare sweeps a dirty uid), not at its next lease."""
-        for _ in range(50):   # the dead supervisor's lock is released at its exit
-            try:
-                lock_fd = self.pool.lease_exact(uid)
-                break
-            except BlockingIOError:
-                await asyncio.sleep(0.02)
         else:
-            return
-        try:
-            sweeper = await self._open(uid, lock_fd)
-            await sweeper.prepare([], 1 << 20)
-            await sweeper.close()
-        except SandboxError:
-            pass
+            self._idle.put_nowait(slot)
 
-    def close(self) -> None:
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _recycle(self, slot: Slot, uid: int) -> None:
+        await slot.abort()
+        if not slot.dead:
+            self._idle.put_nowait(slot)
+            return
+        # The supervisor died, perhaps with its run alive: a new supervisor
+        # takes the slot and sweeps the uid now, not at its next lease.
+        log.error("sandbox slot %d died; replacing it", slot.index)
+        slot.writer.close()
+        try:
+            fresh = await self._new_slot(slot.index)
+            if uid >= 0:
+                await fresh.call({"op": "sweep", "uid": uid})
+        except SandboxError:
+            log.exception("could not replace sandbox slot %d", slot.index)
+            return
+        self._idle.put_nowait(fresh)
+
+    async def wait_idle(self) -> None:
+        """Wait for background recycling (tests and shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.wait_idle()
+        while not self._idle.empty():
+            self._idle.get_nowait().writer.close()
         self._ctrl.close()
         try:
             self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+
+    @property
+    def spawner_pid(self) -> int:
+        return self._proc.pid

@@ -1,9 +1,10 @@
-"""The spawner: a single-threaded root process that forks one supervisor per job.
+"""The spawner: a single-threaded root process that forks the slot supervisors.
 
 Started by exec (never by fork of the threaded server), so the forks it
-makes are safe to run Python in before exec. It reads nothing but file
-descriptors from the server: each message carries a job's socket and its
-uid lock, and the spawner forks a supervisor for it and forgets it.
+and its children make are safe to run Python in before exec. It reads
+nothing but "slot N" + a socket from the server, forks a supervisor for
+that slot and forgets it. Supervisors are long-lived: forking one per job
+would cost a Python fork and a cgroup move (~10 ms here) on every run.
 """
 
 from __future__ import annotations
@@ -35,28 +36,27 @@ def main(argv: list[str]) -> int:
     ctrl.send(json.dumps(ctx.report()).encode())
     while True:
         try:
-            msg, fds, _flags, _addr = socket.recv_fds(ctrl, 16, 4)
+            msg, fds, _flags, _addr = socket.recv_fds(ctrl, 64, 1)
         except InterruptedError:
             continue
         if not msg:
             return 0          # the server closed the control socket (or died)
-        if len(fds) != 2:
+        if len(fds) != 1 or not msg.startswith(b"slot "):
             for fd in fds:
                 os.close(fd)
             continue
-        job_fd, lock_fd = fds
+        slot = int(msg.split()[1])
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
                 ctrl.close()
-                supervisor.run(job_fd, lock_fd, ctx)
+                supervisor.run(fds[0], slot, ctx)
             except BaseException:  # noqa: BLE001
                 code = 1
             finally:
                 os._exit(code)
-        os.close(job_fd)
-        os.close(lock_fd)
+        os.close(fds[0])
 
 
 if __name__ == "__main__":

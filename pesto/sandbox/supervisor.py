@@ -22,12 +22,9 @@ from typing import Any
 
 from pesto.sandbox import child, kernel, landlock, protocol
 from pesto.sandbox.context import Context
+from pesto.sandbox.uids import UidLeases
 
 READ_CHUNK = 65536
-
-
-class Cancelled(Exception):
-    """The server closed the session: kill, clean, exit."""
 
 
 def kill_uid(uid: int) -> None:
@@ -159,48 +156,67 @@ def sweep_stale(lock_dir: str, ctx: Context) -> list[int]:
     return swept
 
 
+class Aborted(Exception):
+    """The server asked to abort the job (a cancelled request)."""
+
+
+class ServerGone(Exception):
+    """The server closed the slot's socket (shutdown or crash)."""
+
+
 class Supervisor:
-    def __init__(self, sock: socket.socket, lock_fd: int, ctx: Context) -> None:
+    """One slot: serves jobs one after another, each under a freshly leased uid."""
+
+    def __init__(self, sock: socket.socket, ctx: Context, slot: int) -> None:
         self.sock = sock
-        self.lock_fd = lock_fd
         self.ctx = ctx
+        self.slot = slot
+        self.uids = UidLeases(ctx, slot)
         self.uid = -1
+        self.lock_fd = -1
         self.workdir: str | None = None
 
     # -- lifecycle --------------------------------------------------------
 
     def serve(self) -> None:
+        """Answer requests until the server goes away; a job never outlives it."""
         try:
             while True:
                 msg = protocol.recv_blocking(self.sock)
-                if msg is None or msg.get("op") == "close":
-                    break
-                op = msg.get("op")
-                try:
-                    if op == "prepare":
-                        reply = self.prepare(msg)
-                    elif op == "stage":
-                        reply = {"ok": True, "result": self.stage(msg)}
-                    else:
-                        reply = {"ok": False, "error": f"unknown op {op!r}"}
-                except Cancelled:
-                    break
-                except Exception as exc:  # a sandbox failure, reported, never hidden
-                    reply = {"ok": False, "error": f"{op}: {exc!r}"}
-                protocol.send_blocking(self.sock, reply)
-        except (ConnectionError, OSError):
-            pass
+                if msg is None:
+                    return
+                protocol.send_blocking(self.sock, self.handle(msg))
+        except (ServerGone, OSError):
+            return
         finally:
-            clean = self.cleanup()
-            try:
-                protocol.send_blocking(self.sock, {"ok": clean, "closed": True})
-            except OSError:
-                pass
+            self.finish()
 
-    def cleanup(self) -> bool:
-        """Kill what is left of the uid and remove every trace. True if all went well."""
+    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        op = msg.get("op")
+        try:
+            if op == "prepare":
+                return self.prepare(msg)
+            if op == "stage":
+                return {"ok": True, "result": self.stage(msg)}
+            if op in ("close", "abort"):
+                return {"ok": self.finish(), op: True}
+            if op == "sweep":
+                self.sweep_uid(int(msg["uid"]))
+                return {"ok": True}
+            return {"ok": False, "error": f"unknown op {op!r}"}
+        except Aborted:
+            return {"ok": self.finish(), "abort": True}
+        except ServerGone:
+            raise
+        except Exception as exc:  # a sandbox failure: reported, never hidden
+            return {"ok": False, "error": f"{op}: {exc!r}"}
+
+    def finish(self) -> bool:
+        """End the current job: kill what is left of its uid, remove every
+        trace, release the uid. True if all went well (or there was no job)."""
         if self.uid < 0:
             return True
+        ok = True
         try:
             # As subreaper, every process of the uid is our descendant: when
             # none is left, none of the uid is (no unconditional kill needed).
@@ -210,23 +226,33 @@ class Supervisor:
             if not self.ctx.landlock_abi:
                 _scrub_shared_tmp(self.uid)
             os.ftruncate(self.lock_fd, 0)   # clean: the next holder need not sweep
-            return True
         except Exception:
-            return False
+            ok = False   # the lock file stays "dirty": the next holder sweeps
+        os.close(self.lock_fd)              # releases the uid
+        self.uid, self.lock_fd, self.workdir = -1, -1, None
+        return ok
+
+    def sweep_uid(self, uid: int) -> None:
+        """Sweep a uid another (dead) supervisor held, once its lock is free."""
+        fd = self.uids.lock_exact(uid, wait=True)
+        try:
+            sweep(uid, self.ctx)
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
 
     # -- prepare ----------------------------------------------------------
 
     def prepare(self, msg: dict[str, Any]) -> dict[str, Any]:
-        uid = int(msg["uid"])
-        if uid < self.ctx.uid_base or uid >= self.ctx.uid_base + self.ctx.uid_count:
-            raise ValueError("uid outside the configured range")
-        self.uid = uid
+        self.finish()   # defensive: a previous job the server forgot to close
+        uid, lock_fd = self.uids.lease()
+        self.uid, self.lock_fd = uid, lock_fd
         workdir = os.path.join(self.ctx.work_root, str(uid))
-        # A previous holder of this uid that died before cleaning marked the
-        # lock file dirty: sweep its processes and files before reuse.
-        if os.pread(self.lock_fd, 5, 0) == b"dirty" or os.path.lexists(workdir):
+        # A previous holder of this uid that died before cleaning left the
+        # lock file "dirty": sweep its processes and files before reuse.
+        if os.pread(lock_fd, 5, 0) == b"dirty" or os.path.lexists(workdir):
             sweep(uid, self.ctx)
-        os.pwrite(self.lock_fd, b"dirty", 0)
+        os.pwrite(lock_fd, b"dirty", 0)
 
         os.mkdir(workdir, 0o700)
         self.workdir = workdir
@@ -246,7 +272,7 @@ class Supervisor:
                 self._write_file(dfd, f["name"], f["content"].encode(), uid)
         finally:
             os.close(dfd)
-        return {"ok": True, "workdir": workdir}
+        return {"ok": True, "uid": uid, "workdir": workdir}
 
     @staticmethod
     def _write_file(dfd: int, name: str, data: bytes, uid: int) -> None:
@@ -268,7 +294,7 @@ class Supervisor:
             fd = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                          0o600, dir_fd=fds[-1])
             try:
-                os.write(fd, data) if len(data) < (1 << 20) else _write_all(fd, data)
+                _write_all(fd, data)
                 os.fchown(fd, uid, uid)
             finally:
                 os.close(fd)
@@ -283,7 +309,7 @@ class Supervisor:
             raise ValueError("stage before prepare")
         uid = self.uid
         memory = int(msg["memory"])
-        cg_procs = self.ctx.cgroups.prepare(uid, memory)
+        in_cgroup = self.ctx.cgroups.start_stage(memory)
         rlimits = [
             (resource.RLIMIT_CORE, 0),
             (resource.RLIMIT_CPU, int(msg["cpu_seconds"])),
@@ -296,7 +322,7 @@ class Supervisor:
         ]
         # Without a memory cgroup the rlimit is the limit; with one the cgroup
         # is exact, and RLIMIT_AS would only break runtimes that reserve.
-        if cg_procs is None:
+        if not in_cgroup:
             mode = msg["memory_mode"]
             res = resource.RLIMIT_AS if mode == "address-space" else resource.RLIMIT_DATA
             rlimits.append((res, memory))
@@ -316,7 +342,7 @@ class Supervisor:
                 child.exec_child(argv=msg["argv"], env=msg["env"], cwd=self.workdir,
                                  uid=uid, gid=uid, rlimits=rlimits,
                                  stdin_fd=stdin_r, stdout_fd=out_w, stderr_fd=err_w,
-                                 report_fd=rep_w, cgroup_procs=cg_procs,
+                                 report_fd=rep_w,
                                  landlock_fd=ruleset, seccomp=self.ctx.seccomp)
         finally:
             for fd in (stdin_r, out_w, err_w, rep_w):
@@ -330,6 +356,7 @@ class Supervisor:
             os.close(rep_r)
         if report:
             os.waitpid(pid, 0)
+            self.ctx.cgroups.finish_stage()
             for fd in (stdin_w, out_r, err_r):
                 os.close(fd)
             step, err, text = report.decode(errors="replace").split(":", 2)
@@ -387,7 +414,11 @@ class Supervisor:
                     continue
                 for fd, ev in events:
                     if fd == self.sock.fileno():
-                        raise Cancelled()
+                        # The server speaks during a stage only to abort it.
+                        msg_in = protocol.recv_blocking(self.sock)
+                        if msg_in is None:
+                            raise ServerGone()
+                        raise Aborted()
                     if fd == pidfd:
                         _, st, ru = os.wait4(pid, 0)
                         status = st
@@ -424,6 +455,9 @@ class Supervisor:
                             kill_uid(uid)
                     buf += data
                     output += data
+        except BaseException:
+            self.ctx.cgroups.finish_stage()   # aborted: lift the stage's limit
+            raise
         finally:
             os.close(pidfd)
             for fd in (out_r, err_r, stdin_w):
@@ -436,7 +470,7 @@ class Supervisor:
         reaper.kill_and_reap()
         reaper._count(ru)
         cpu, rss = reaper.cpu, reaper.rss
-        peak, oom = self.ctx.cgroups.finish(uid)
+        peak, oom = self.ctx.cgroups.finish_stage()
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + (sig or 0)
         return _result(stdout=bytes(bufs[out_r]), stderr=bytes(bufs[err_r]), output=bytes(output),
@@ -480,13 +514,12 @@ def _result(*, stdout: bytes, stderr: bytes, output: bytes | None, exit_code: in
     }
 
 
-def run(sock_fd: int, lock_fd: int, ctx: Context) -> None:
-    """Entry point in the freshly forked supervisor process."""
+def run(sock_fd: int, slot: int, ctx: Context) -> None:
+    """Entry point of a slot supervisor, freshly forked by the spawner."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)   # the spawner ignores it; we wait
     kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 1)
-    os.set_inheritable(lock_fd, False)
     sock = socket.socket(fileno=sock_fd)
     sock.set_inheritable(False)
-    Supervisor(sock, lock_fd, ctx).serve()
-
-
+    # Joined once, here: programs forked later are born in the slot's cgroup.
+    ctx.cgroups.join(f"{os.getppid()}-{slot}")
+    Supervisor(sock, ctx, slot).serve()
