@@ -377,6 +377,30 @@ def test_java_no_public_class_runs_the_class_with_main(runner):
     assert result.runtime.stdout == "args=2\n", detail(result)
 
 
+def test_java_package_declaration(runner):
+    installed("java")
+    code = d("""
+        package org.example.app;
+
+        public class Greeter {
+            public static void main(String[] args) { System.out.println("in " + Greeter.class.getName()); }
+        }
+        """)
+    result = runner.run("java", code)
+    assert result.runtime.status == "ok", detail(result)
+    assert result.runtime.stdout == "in org.example.app.Greeter\n", detail(result)
+
+
+# --- PHP: the extensions loaded -------------------------------------------------------
+
+def test_php_text_extensions_but_no_ffi(runner):
+    installed("php")
+    code = "<?php\nvar_dump(ctype_digit('42'), mb_strlen('h\u00e9llo'), extension_loaded('ffi'));\n"
+    result = runner.run("php", code)
+    assert result.runtime.status == "ok", detail(result)
+    assert result.runtime.stdout == "bool(true)\nint(5)\nbool(false)\n", detail(result)
+
+
 # --- SQLite3: -safe ----------------------------------------------------------------
 
 @pytest.mark.parametrize("attempt", [
@@ -412,3 +436,31 @@ def test_go_build_uses_the_prebuilt_std(runner):
     result = runner.run("go", rt.test_file.read_text())
     assert result.compile.status == "ok", detail(result)
     assert result.compile.wall_time < 3000, f"compile took {result.compile.wall_time} ms"
+
+
+def test_go_prebuilt_std_is_not_writable_by_runs(runner):
+    installed("go")
+    code = d("""
+        package main
+
+        import (
+        \t"fmt"
+        \t"os"
+        )
+
+        func main() {
+        \tfor _, p := range []string{"/opt/pesto/runtimes/go/pkg/fmt.a", "/opt/pesto/runtimes/go/pkg/evil.a"} {
+        \t\tf, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o644)
+        \t\tif err == nil {
+        \t\t\tf.Close()
+        \t\t\tfmt.Println("WROTE", p)
+        \t\t} else {
+        \t\t\tfmt.Println("denied")
+        \t\t}
+        \t}
+        \tfmt.Println(os.Getenv("HOME") != "")
+        }
+        """)
+    result = runner.run("go", code)
+    assert result.runtime.status == "ok", detail(result)
+    assert result.runtime.stdout == "denied\ndenied\ntrue\n", detail(result)

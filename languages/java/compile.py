@@ -11,8 +11,8 @@ shell command line: javac gets it as an argv element.
    first top-level type.
 2. javac insists that a public class Foo lives in Foo.java: copy the
    source there when its name differs.
-3. javac -d classes, then write the class name to .pesto-main-class for
-   run.sh.
+3. javac -d classes, then write the class name (with its package, if the
+   file declares one) to .pesto-main-class for run.sh.
 """
 
 import os
@@ -29,6 +29,7 @@ IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*\Z")
 TYPE_DECL = re.compile(
     r"\b((?:(?:public|protected|private|abstract|static|final|strictfp|sealed|non-sealed)\s+)*)"
     r"(?:class|interface|enum|record|@\s*interface)\s+([A-Za-z_$][A-Za-z0-9_$]*)")
+PACKAGE = re.compile(r"^\s*package\s+([A-Za-z_$][A-Za-z0-9_$]*(?:\s*\.\s*[A-Za-z_$][A-Za-z0-9_$]*)*)\s*;")
 MAIN = re.compile(r"\bstatic\b[^;{}()]*\bvoid\s+main\s*\(")
 
 
@@ -118,8 +119,12 @@ def main() -> int:
             print(f"{source} already exists; cannot copy {src_name} there", file=sys.stderr)
             return 1
         shutil.copyfile(src_name, source)
+    package = PACKAGE.match(code)
+    qualified = chosen
+    if package:
+        qualified = re.sub(r"\s+", "", package.group(1)) + "." + chosen
     with open(".pesto-main-class", "w") as f:
-        f.write(chosen + "\n")
+        f.write(qualified + "\n")
     heap = max(memory_mb * 3 // 4, 32)
     sys.stdout.flush()
     cds = [f"-J-XX:SharedArchiveFile={JAVAC_CDS}", "-J-Xlog:disable"] \

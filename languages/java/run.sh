@@ -9,7 +9,7 @@ case $mem in ''|*[!0-9]*) mem=128 ;; esac
 heap=$((mem * 3 / 4))
 [ "$heap" -ge 16 ] || heap=16
 IFS= read -r cls < .pesto-main-class || { echo "run.sh: the compile stage recorded no main class" >&2; exit 1; }
-case $cls in ''|-*|*[!A-Za-z0-9_\$]*) echo "run.sh: bad main class name" >&2; exit 1 ;; esac
+case $cls in ''|-*|.*|*.|*..*|*[!A-Za-z0-9_.\$]*) echo "run.sh: bad main class name" >&2; exit 1 ;; esac
 exec /usr/lib/jvm/java-17-openjdk-amd64/bin/java \
   "-Xmx${heap}m" -Xss1m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:CICompilerCount=1 \
   -XX:ReservedCodeCacheSize=16m "-XX:MaxMetaspaceSize=$((mem / 4 + 16))m" \

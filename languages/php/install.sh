@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# PHP 8.2 CLI from Debian 12.
+# PHP 8.2 CLI (+ mbstring) from Debian 12.
 set -euo pipefail
-dpkg -s php8.2-cli >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends php8.2-cli
+need=()
+for pkg in php8.2-cli php8.2-mbstring; do dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg"); done
+[ ${#need[@]} -eq 0 ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 /usr/bin/php8.2 -n --version | head -n1
