@@ -206,12 +206,12 @@ class Store:
 
     async def token_by_hash(self, token_hash: str, month: str) -> Token | None:
         """The live (not revoked) token with this hash and its executions in `month`."""
-        async with self._db.execute(
-                f"SELECT {_TOKEN_COLUMNS}, coalesce(u.executions, 0) FROM tokens t"
-                " LEFT JOIN usage u ON u.token_id = t.id AND u.month = ?"
-                " WHERE t.hash = ? AND t.revoked_at IS NULL", (month, token_hash)) as cur:
-            row = await cur.fetchone()
-        return None if row is None else Token(*row)
+        # execute_fetchall: one trip to the database thread (this is on every request).
+        rows = await self._db.execute_fetchall(
+            f"SELECT {_TOKEN_COLUMNS}, coalesce(u.executions, 0) FROM tokens t"
+            " LEFT JOIN usage u ON u.token_id = t.id AND u.month = ?"
+            " WHERE t.hash = ? AND t.revoked_at IS NULL", (month, token_hash))
+        return Token(*rows[0]) if rows else None
 
     async def list_tokens(self, month: str) -> list[Token]:
         """Every token, revoked ones too, oldest first, with usage in `month`."""
@@ -254,11 +254,9 @@ class Store:
 
     async def get_job(self, job_id: str, token_id: int) -> Job | None:
         """The job if it exists and belongs to this token, else None."""
-        async with self._db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ? AND token_id = ?",
-                (job_id, token_id)) as cur:
-            row = await cur.fetchone()
-        return None if row is None else _job(row)
+        rows = await self._db.execute_fetchall(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ? AND token_id = ?", (job_id, token_id))
+        return _job(rows[0]) if rows else None
 
     async def fail_running(self, finished_at: str, error: str) -> int:
         """Mark every job left `running` (by a crash) as failed; how many there were."""

@@ -1,0 +1,220 @@
+"""HTTP service overhead, throughput and memory (prints numbers; not a timed test).
+
+    .venv/bin/python tests/bench/bench_api.py [-n 300] [--clients 8] [--throughput-runs 800]
+                                              [--rss-requests 10000] [--workers N]
+
+Starts a real `pesto serve` on a free port with a fresh data dir and token,
+then, in one run on one machine:
+
+1. latency: `POST /api/execute` of Python `print(1)` over one keep-alive
+   connection, alternating with a bare `/usr/bin/python3 -c 'print(1)'`
+   (posix_spawn + pipe + waitpid), so that machine noise hits both alike;
+   medians and the difference (goal: overhead <= 3 ms at the median);
+2. throughput: `--clients` keep-alive clients against the same number of
+   bare runs in parallel (goal: >= 0.75 of bare);
+3. memory: the server's RSS (and its sandbox spawner's) every 1,000 of
+   `--rss-requests` executes (goal: flat, <= 150 MiB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BODY = json.dumps({"language": "python", "code": "print(1)"}).encode()
+BARE = ["/usr/bin/python3", "-c", "print(1)"]
+
+
+def bare_once() -> float:
+    r, w = os.pipe()
+    t = time.perf_counter()
+    pid = os.posix_spawn(BARE[0], BARE, {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                         file_actions=[(os.POSIX_SPAWN_DUP2, w, 1)])
+    os.close(w)
+    while os.read(r, 4096):
+        pass
+    os.waitpid(pid, 0)
+    elapsed = time.perf_counter() - t
+    os.close(r)
+    return elapsed
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection, as light as the stdlib allows."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.headers = {"Content-Type": "application/json", "X-Pesto-Token": token}
+
+    def execute(self) -> float:
+        t = time.perf_counter()
+        self.conn.request("POST", "/api/execute", BODY, self.headers)
+        response = self.conn.getresponse()
+        data = response.read()
+        elapsed = time.perf_counter() - t
+        if response.status != 200:
+            raise RuntimeError(f"{response.status}: {data[:300]!r}")
+        run = json.loads(data)["runtime"]
+        if run["stdout"] != "1\n":
+            raise RuntimeError(f"unexpected result: {run}")
+        return elapsed
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def parallel(workers: int, total: int, work) -> float:
+    """Runs per second of `work()` called `total` times by `workers` threads."""
+    counter = iter(range(total))
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def loop(state) -> None:
+        try:
+            while True:
+                with lock:
+                    if next(counter, None) is None:
+                        return
+                work(state)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    states = [i for i in range(workers)]
+    threads = [threading.Thread(target=loop, args=(s,)) for s in states]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    elapsed = time.perf_counter() - t
+    if errors:
+        raise errors[0]
+    return total / elapsed
+
+
+def start_server(data_dir: Path, workers: int | None) -> tuple[subprocess.Popen, int, str]:
+    cli = [sys.executable, "-m", "pesto.api.cli"]
+    out = subprocess.run([*cli, "token", "create", "--name", "bench", "--data-dir", str(data_dir)],
+                         check=True, capture_output=True, text=True, cwd=REPO)
+    token = out.stdout.strip().splitlines()[-1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    extra = ["--workers", str(workers)] if workers else []
+    proc = subprocess.Popen([*cli, "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1",
+                             "--port", str(port), "--log-level", "warning", *extra], cwd=REPO)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return proc, port, token
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit("pesto serve did not start")
+        time.sleep(0.1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("-n", type=int, default=300, help="latency samples of each side")
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--throughput-runs", type=int, default=800)
+    ap.add_argument("--rss-requests", type=int, default=10000)
+    ap.add_argument("--workers", type=int, default=None, help="server workers (default: CPUs)")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="pesto-bench-"))
+    proc, port, token = start_server(tmp / "data", args.workers)
+    med = lambda xs: statistics.median(xs) * 1000  # noqa: E731
+    p90 = lambda xs: statistics.quantiles(xs, n=10)[-1] * 1000  # noqa: E731
+    try:
+        client = Client(port, token)
+        for _ in range(20):                  # warm caches on both sides
+            bare_once()
+            client.execute()
+        api, bare = [], []
+        for _ in range(args.n):
+            bare.append(bare_once())
+            api.append(client.execute())
+        client.close()
+        print(f"machine: {os.cpu_count()} CPUs; server workers: {args.workers or os.cpu_count()}")
+        print(f"latency ({args.n} each, alternating, one keep-alive connection)")
+        print(f"  bare python3 -c 'print(1)':  median {med(bare):7.2f} ms   p90 {p90(bare):7.2f} ms")
+        print(f"  POST /api/execute print(1):  median {med(api):7.2f} ms   p90 {p90(api):7.2f} ms")
+        print(f"  overhead at the median:      {med(api) - med(bare):+7.2f} ms   (goal <= 3 ms)")
+
+        clients = [Client(port, token) for _ in range(args.clients)]
+        api_rate = parallel(args.clients, args.throughput_runs, lambda i: clients[i].execute())
+        bare_rate = parallel(args.clients, args.throughput_runs, lambda i: bare_once())
+        print(f"throughput ({args.clients} clients, {args.throughput_runs} runs each side)")
+        print(f"  bare parallel:               {bare_rate:7.1f} runs/s")
+        print(f"  POST /api/execute:           {api_rate:7.1f} runs/s")
+        print(f"  ratio:                       {api_rate / bare_rate:7.2f}        (goal >= 0.75)")
+
+        if args.rss_requests:
+            print(f"memory over {args.rss_requests} more requests ({args.clients} clients)")
+            spawner = children(proc.pid)
+            start = rss_kib(proc.pid)
+            print(f"  start: server {start / 1024:6.1f} MiB"
+                  + "".join(f", child {c} {rss_kib(c) / 1024:5.1f} MiB" for c in spawner))
+            done = 0
+            step = 1000
+            while done < args.rss_requests:
+                batch = min(step, args.rss_requests - done)
+                rate = parallel(args.clients, batch, lambda i: clients[i].execute())
+                done += batch
+                print(f"  after {done:6d}: server {rss_kib(proc.pid) / 1024:6.1f} MiB"
+                      + "".join(f", child {c} {rss_kib(c) / 1024:5.1f} MiB" for c in spawner)
+                      + f"   ({rate:.0f} req/s)")
+            end = rss_kib(proc.pid)
+            print(f"  server RSS {start / 1024:.1f} -> {end / 1024:.1f} MiB "
+                  f"({(end - start) / 1024:+.1f} MiB; goal flat, <= 150 MiB)")
+        for c in clients:
+            c.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
