@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from pesto.config import Settings
-from pesto.errors import InvalidRequest
+from pesto.errors import ConfigError, InvalidRequest
 from pesto.models import (SKIPPED, ExecuteRequest, ExecuteResult, StageResult, Status,
                           check_file_name, converter)
 from pesto.runtimes import Registry, Runtime, load_registry
@@ -36,6 +36,14 @@ class Engine:
         sandbox = await Sandbox.start(uid_base=settings.uid_base, uid_count=settings.uid_count,
                                       sandbox_dir=str(settings.sandbox_dir),
                                       slots=settings.workers, disable=settings.disable)
+        missing = [f"{name} ({sandbox.layers[name]['reason']})" for name in settings.require
+                   if not sandbox.layers.get(name, {}).get("enabled")]
+        if missing:
+            await sandbox.close()
+            raise ConfigError("required sandbox layers are not available: " + "; ".join(missing))
+        for name, layer in sandbox.layers.items():
+            log.info("sandbox layer %s: %s (%s)", name,
+                     "on" if layer["enabled"] else "off", layer["reason"])
         return cls(settings, registry, sandbox)
 
     @property

@@ -29,7 +29,11 @@ class Runner:
     def __init__(self, settings):
         from pesto.engine import Engine
         self.loop = asyncio.new_event_loop()
-        self.engine = self.loop.run_until_complete(Engine.start(settings))
+        try:
+            self.engine = self.loop.run_until_complete(Engine.start(settings))
+        except BaseException:
+            self.loop.close()
+            raise
         self.settings = settings
 
     def run(self, language: str, code: str | None = None, **kw) -> ExecuteResult:
@@ -83,3 +87,9 @@ def run_uid_processes(settings) -> list[str]:
         except OSError:
             continue
     return found
+
+
+def leftover_workdirs(settings) -> list[str]:
+    """Work dirs of uids in this test run's range (other Pesto processes may share the root)."""
+    lo, hi = settings.uid_base, settings.uid_base + settings.uid_count
+    return [n for n in os.listdir(settings.sandbox_dir / "work") if n.isdigit() and lo <= int(n) < hi]

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from pesto.models import ExecuteRequest
-from tests.conftest import run_uid_processes
+from tests.conftest import leftover_workdirs, run_uid_processes
 
 C = "c"
 
@@ -270,7 +270,7 @@ def test_s4_writes_outside_workdir_fail_and_nothing_survives(runner):
     # A later run (any uid) sees none of it in its own work dir.
     r2 = runner.run("python", "import os; print(sorted(os.listdir('.')))")
     assert out(r2).strip() == "['main.py']", r2
-    assert os.listdir(runner.settings.sandbox_dir / "work") == []
+    assert leftover_workdirs(runner.settings) == []
 
 
 # --- S5 processes -----------------------------------------------------------------

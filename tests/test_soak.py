@@ -6,7 +6,7 @@ import os
 import resource
 
 from pesto.models import ExecuteRequest
-from tests.conftest import run_uid_processes
+from tests.conftest import leftover_workdirs, run_uid_processes
 
 MIX = [
     ("print(1)", {}),
@@ -46,7 +46,7 @@ def test_500_runs_leave_no_process_uid_workdir_or_memory(runner):
     print("statuses:", statuses, "RSS growth KiB:", grown)
     assert statuses.get("timeout", 0) >= 150 and statuses.get("ok", 0) >= 200
     assert run_uid_processes(runner.settings) == []
-    assert os.listdir(runner.settings.sandbox_dir / "work") == []
+    assert leftover_workdirs(runner.settings) == []
     # Every uid lock is free again: nothing is held by a lingering supervisor.
     import fcntl
     lock_dir = runner.settings.sandbox_dir / "locks"

@@ -14,7 +14,7 @@ import pytest
 
 from pesto.engine import BASE_ENV
 from pesto.models import ExecuteRequest
-from tests.conftest import run_uid_processes
+from tests.conftest import leftover_workdirs, run_uid_processes
 
 
 def out(r):
@@ -75,7 +75,7 @@ def test_trap_judge0_symlinks_planted_in_compile_stage(runner, root_target):
     with open(target) as f:
         assert f.read() == "PRECIOUS"
     assert os.path.isdir(d) and os.stat(d).st_uid == 0
-    assert os.listdir(runner.settings.sandbox_dir / "work") == []
+    assert leftover_workdirs(runner.settings) == []
 
 
 def test_trap_files_api_cannot_escape_workdir(runner):
@@ -215,7 +215,7 @@ def test_trap_supervisor_death_does_not_leak_the_run(runner):
     while run_uid_processes(runner.settings) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert run_uid_processes(runner.settings) == []
-    assert os.listdir(runner.settings.sandbox_dir / "work") == []
+    assert leftover_workdirs(runner.settings) == []
     assert out(runner.run("python", "print('next')")) == "next\n"
 
 
@@ -244,8 +244,8 @@ def test_cancelling_a_job_kills_its_run(runner):
     runner.loop.run_until_complete(scenario())
     runner.loop.run_until_complete(runner.engine.sandbox.wait_idle())
     deadline = time.monotonic() + 3
-    while (run_uid_processes(runner.settings) or os.listdir(runner.settings.sandbox_dir / "work")) \
+    while (run_uid_processes(runner.settings) or leftover_workdirs(runner.settings)) \
             and time.monotonic() < deadline:
         time.sleep(0.05)
     assert run_uid_processes(runner.settings) == []
-    assert os.listdir(runner.settings.sandbox_dir / "work") == []
+    assert leftover_workdirs(runner.settings) == []

@@ -14,6 +14,7 @@ import resource
 import signal
 
 from pesto.sandbox import kernel
+from pesto.sandbox import namespaces as _ns  # noqa: F401 - imported before fork
 
 # Signals Python itself sets to SIG_IGN; an ignored disposition survives
 # exec, so the program would inherit it (e.g. `yes | head` never ending).
@@ -23,8 +24,8 @@ _RESTORE_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
 def exec_child(*, argv: list[str], env: dict[str, str], cwd: str,
                uid: int, gid: int, rlimits: list[tuple[int, int]],
                stdin_fd: int, stdout_fd: int, stderr_fd: int, report_fd: int,
-               landlock_fd: int | None,
-               seccomp: kernel.SeccompProgram | None) -> None:
+               landlock_fd: int | None, seccomp: kernel.SeccompProgram | None,
+               namespaces: dict | None = None) -> None:
     step = "start"
     try:
         step = "signals"
@@ -62,6 +63,14 @@ def exec_child(*, argv: list[str], env: dict[str, str], cwd: str,
         os.setgroups([])
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
+
+        # Namespaces after the uid change, so that the user namespace is the
+        # run's own (this works without CAP_SYS_ADMIN, e.g. in a container),
+        # and before Landlock and seccomp, which would forbid the unshare.
+        step = "namespaces"
+        if namespaces is not None:
+            _ns.enter(uid, gid, namespaces["tmp_size"], namespaces["writable"])
+            os.chdir(cwd)   # the work dir is a new (bind) mount now
 
         # no_new_privs: setuid binaries cannot elevate, and it is required
         # for an unprivileged process to install Landlock and seccomp.

@@ -343,7 +343,10 @@ class Supervisor:
                                  uid=uid, gid=uid, rlimits=rlimits,
                                  stdin_fd=stdin_r, stdout_fd=out_w, stderr_fd=err_w,
                                  report_fd=rep_w,
-                                 landlock_fd=ruleset, seccomp=self.ctx.seccomp)
+                                 landlock_fd=ruleset, seccomp=self.ctx.seccomp,
+                                 namespaces={"tmp_size": int(msg["file_size"]),
+                                             "writable": [self.workdir]}
+                                 if self.ctx.namespaces else None)
         finally:
             for fd in (stdin_r, out_w, err_w, rep_w):
                 os.close(fd)

@@ -1,0 +1,109 @@
+"""Per-stage namespaces through an unprivileged user namespace.
+
+Called in the child after it has become the run's uid, so the user
+namespace belongs to that uid (no privilege needed, and it works inside a
+default podman container where CAP_SYS_ADMIN is missing). Inside it the
+child owns new network, IPC, UTS and mount namespaces:
+
+- network: no interface is up, not even loopback, so no address of the
+  host or the container (the API itself) is reachable, whatever syscall
+  is used to try;
+- IPC: no System V objects or POSIX message queues shared with anyone;
+- UTS: a hostname of its own;
+- mount: everything private (nothing propagates out), the whole tree
+  read-only, fresh size-capped tmpfs on /tmp, /var/tmp and /dev/shm.
+
+The program keeps its uid inside (identity map), so the work dir's files
+stay its own; after exec it holds no capability (non-zero uid, no_new_privs).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+from pesto.sandbox import kernel
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+FLAGS = CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNS
+
+MS_RDONLY = 0x1
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+
+SYS_MOUNT_SETATTR = 442
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def _write(path: str, data: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, data.encode())
+    finally:
+        os.close(fd)
+
+
+def _readonly_tree(path: str) -> None:
+    """Make every mount under path read-only (mount_setattr, Linux 5.12+)."""
+    attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+    AT_FDCWD = -100
+    ret = _libc.syscall(SYS_MOUNT_SETATTR, ctypes.c_int(AT_FDCWD), path.encode(),
+                        ctypes.c_uint(AT_RECURSIVE), ctypes.byref(attr),
+                        ctypes.c_size_t(ctypes.sizeof(attr)))
+    if ret != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"mount_setattr({path}): {os.strerror(e)}")
+
+
+def enter(uid: int, gid: int, tmp_size: int, writable: list[str]) -> None:
+    """Unshare user, network, IPC, UTS and mount namespaces and set them up.
+
+    `writable` are mount points (the work dir) to keep writable under the
+    read-only tree: they are bind-mounted onto themselves first so that
+    they are mounts of their own.
+    """
+    # Changing uid made us non-dumpable, which makes /proc/self/* root's:
+    # we could not write our own maps. A normal exec would set it back anyway.
+    kernel.prctl(kernel.PR_SET_DUMPABLE, 1)
+    if _libc.unshare(FLAGS) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"unshare: {os.strerror(e)}")
+    # Identity maps: inside, the program is still `uid`. setgroups must be
+    # denied before an unprivileged process may write its gid map.
+    _write("/proc/self/uid_map", f"{uid} {uid} 1\n")
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
+    # Nothing mounted here may propagate back to the host or the container.
+    kernel.mount("none", "/", "", MS_REC | MS_PRIVATE)
+    for path in writable:
+        kernel.mount(path, path, "", MS_BIND | MS_REC)
+    tmpfs: list[str] = []
+    for path in ("/tmp", "/var/tmp", "/dev/shm"):
+        if os.path.isdir(path):
+            kernel.mount("pesto-tmp", path, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV,
+                         f"size={tmp_size},nr_inodes=4096,mode=1777")
+            tmpfs.append(path)
+    _readonly_tree("/")
+    # The read-only pass covered the new mounts too: open the writable ones again.
+    for path in [*writable, *tmpfs]:
+        attr = _MountAttr(0, MOUNT_ATTR_RDONLY, 0, 0)
+        ret = _libc.syscall(SYS_MOUNT_SETATTR, ctypes.c_int(-100), path.encode(),
+                            ctypes.c_uint(0), ctypes.byref(attr),
+                            ctypes.c_size_t(ctypes.sizeof(attr)))
+        if ret != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"mount_setattr({path}, rw): {os.strerror(e)}")
