@@ -26,3 +26,7 @@ if [ "$(cat "$dest/javac.jsa.version" 2>/dev/null)" != "$version" ]; then
   chmod -R a+rX,go-w "$dest"
 fi
 echo "$version"
+# Debian's security updates move the patch level: keep language.toml true.
+have=$(sed -n 's/^JAVA_VERSION="\(.*\)"/\1/p' "$jdk/release")
+toml=$(sed -n 's/^version = "\(.*\)"/\1/p' "$(dirname "$0")/language.toml")
+case $have in "$toml"|"$toml".*) ;; *) echo "WARNING: Java $have is installed but languages/java/language.toml says $toml: update it" ;; esac
