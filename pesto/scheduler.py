@@ -154,6 +154,12 @@ class Scheduler:
                 self._queued -= 1
             self._dispatch()
             raise
+        if start_now and self._closing:       # shutdown began during the insert
+            self._running -= 1
+            self._forget(entry)
+            exc = ShuttingDown("the server is shutting down; retry shortly", retry_after=5)
+            await self._store.finish_job(job_id, JobStatus.FAILED, utcnow(), error=error_json(exc))
+            raise exc
         if start_now:
             self._start(entry)
         elif entry.cancel_requested:          # cancelled while its insert was in flight
@@ -227,8 +233,7 @@ class Scheduler:
     async def _finish_cancelled_queued(self, entry: _Entry) -> None:
         exc = JobCancelled("the job was cancelled before it started")
         try:
-            await self._store.finish_job(entry.job_id, JobStatus.CANCELLED, utcnow(),
-                                         error=error_json(exc))
+            await self._store.finish_job(entry.job_id, JobStatus.CANCELLED, utcnow())
         finally:
             self._forget(entry)
             self._settle(entry, Outcome(JobStatus.CANCELLED, error=exc))
@@ -247,13 +252,18 @@ class Scheduler:
             self._start(entry)
 
     def _start(self, entry: _Entry) -> None:
-        entry.executing = True
         entry.task = asyncio.create_task(self._run(entry), name=f"job-{entry.job_id}")
 
     async def _run(self, entry: _Entry) -> None:
         started = time.monotonic()
         result: ExecuteResult | None = None
+        # Cancelling a task before its first step would skip this whole body
+        # (no outcome, no slot released), so `cancel` only cancels the task
+        # once `executing` is set here, and flags it otherwise.
+        entry.executing = True
         try:
+            if entry.cancel_requested:
+                raise asyncio.CancelledError
             if not entry.running_in_store:
                 await self._store.mark_running(entry.job_id, utcnow())
                 entry.running_in_store = True
@@ -271,6 +281,10 @@ class Scheduler:
         except PestoError as exc:
             entry.executing = False
             log.error("job %s: %s: %s", entry.job_id, exc.code, exc.message)
+            if exc.status_code >= 500 and exc.code == "INTERNAL_ERROR":
+                # The sandbox's own words are for the operator's log, not the client.
+                exc = PestoError(f"the sandbox failed while running job {entry.job_id}; it was "
+                                 "marked failed and the failure was logged")
             outcome = Outcome(JobStatus.FAILED, error=exc)
         except Exception:
             entry.executing = False
@@ -283,7 +297,8 @@ class Scheduler:
             await self._store.finish_job(
                 entry.job_id, outcome.status, utcnow(),
                 result=outcome.result.decode() if outcome.result is not None else None,
-                error=error_json(outcome.error) if outcome.error is not None else None)
+                error=error_json(outcome.error) if outcome.status is JobStatus.FAILED
+                and outcome.error is not None else None)
         except Exception:
             log.exception("job %s: could not record its outcome", entry.job_id)
         finally:

@@ -93,7 +93,7 @@ def test_cancel_running_and_queued_jobs(data_dir) -> None:
         assert response.status_code == 200
         body = response.json()
         assert body["status"] == "cancelled" and body["finishedAt"]
-        assert body["error"]["code"] == "JOB_CANCELLED"
+        assert body["error"] is None and body["result"] is None
         assert time.monotonic() - started < 5
         # Cancelling again, or a finished job, answers it as it stands.
         assert api.delete(f"/api/jobs/{running}").json()["status"] == "cancelled"

@@ -60,8 +60,15 @@ class Client:
 
     def execute(self) -> float:
         t = time.perf_counter()
-        self.conn.request("POST", "/api/execute", BODY, self.headers)
-        response = self.conn.getresponse()
+        try:
+            self.conn.request("POST", "/api/execute", BODY, self.headers)
+            response = self.conn.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # The server closes keep-alive connections idle for 5 s (between phases).
+            self.conn.close()
+            t = time.perf_counter()
+            self.conn.request("POST", "/api/execute", BODY, self.headers)
+            response = self.conn.getresponse()
         data = response.read()
         elapsed = time.perf_counter() - t
         if response.status != 200:
