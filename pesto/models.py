@@ -99,6 +99,9 @@ def make_strict_converter() -> cattrs.Converter:
     conv.register_structure_hook(str, strict(str, "a string"))
     conv.register_structure_hook(int, strict(int, "an integer"))
     conv.register_structure_hook(bool, strict(bool, "a boolean"))
+    # Status is a str subclass: without its own hook the str hook above
+    # would win and hand back a plain string.
+    conv.register_structure_hook(Status, lambda v, _: Status(strict(str, "a status")(v, None)))
 
     # cattrs turns any iterable into a list ("ab" -> ["a", "b"]): only a JSON
     # array is a list here. Registered before the classes, which capture it.

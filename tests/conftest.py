@@ -19,6 +19,11 @@ def pytest_report_header(config):
             f"euid {os.geteuid()}"]
 
 
+# A uid range of this test session's own (the process id picks one of six
+# blocks), so that another Pesto on this host (a dev server, another test
+# run) is never mistaken for a leak of ours. Sub-ranges: engine, layer tests.
+UID_BASE = 62000 + (os.getpid() % 6) * 500
+
 requires_root = pytest.mark.skipif(os.geteuid() != 0,
                                    reason="the sandbox needs root to switch to run uids")
 
@@ -58,10 +63,8 @@ class Runner:
 def runner(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the sandbox needs root to switch to run uids")
-    # A uid range of its own, so that another Pesto on this host (a dev
-    # server, another test run) cannot be mistaken for a leak of ours.
     settings = load_settings(env={}, data_dir=str(tmp_path_factory.mktemp("data")),
-                             uid_base=64000, uid_count=500)
+                             uid_base=UID_BASE, uid_count=400)
     r = Runner(settings)
     yield r
     r.close()

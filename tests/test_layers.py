@@ -11,7 +11,7 @@ import pytest
 
 from pesto.config import load_settings
 from pesto.errors import ConfigError
-from tests.conftest import Runner
+from tests.conftest import UID_BASE, Runner
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def bare_ns(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the sandbox needs root")
     settings = load_settings(env={}, data_dir=str(tmp_path_factory.mktemp("d")),
-                             uid_base=64600, uid_count=50, disable=("seccomp", "landlock"))
+                             uid_base=UID_BASE + 400, uid_count=50, disable=("seccomp", "landlock"))
     r = Runner(settings)
     if not r.engine.layers["namespaces"]["enabled"]:
         r.close()
@@ -89,7 +89,7 @@ def test_uts_and_ipc_namespaces(bare_ns):
 def test_require_refuses_to_start_without_a_layer(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("the sandbox needs root")
-    settings = load_settings(env={}, data_dir=str(tmp_path), uid_base=64700, uid_count=10,
+    settings = load_settings(env={}, data_dir=str(tmp_path), uid_base=UID_BASE + 450, uid_count=10,
                              disable=("landlock",), require=("landlock",))
     with pytest.raises(ConfigError, match="landlock"):
         Runner(settings)

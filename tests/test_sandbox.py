@@ -326,7 +326,8 @@ def test_s5_c_cannot_kill_other_processes(runner):
         }}
     """)
     r = runner.run(C, code)
-    assert out(r).strip() == "kill -1 1", r
+    # EPERM (another uid), or ESRCH where a PID namespace hides the server entirely
+    assert out(r).strip() in ("kill -1 1", "kill -1 3"), r
 
 
 # --- S6 time ------------------------------------------------------------------------

@@ -14,7 +14,8 @@ import resource
 import signal
 
 from pesto.sandbox import kernel
-from pesto.sandbox import namespaces as _ns  # noqa: F401 - imported before fork
+from pesto.sandbox import landlock as _landlock
+from pesto.sandbox import namespaces as _ns
 
 # Signals Python itself sets to SIG_IGN; an ignored disposition survives
 # exec, so the program would inherit it (e.g. `yes | head` never ending).
@@ -70,7 +71,12 @@ def exec_child(*, argv: list[str], env: dict[str, str], cwd: str,
         step = "namespaces"
         if namespaces is not None:
             _ns.enter(uid, gid, namespaces["tmp_size"], namespaces["writable"])
+            _ns.fork_init(report_fd)   # returns in the program, PID 2 of the new namespace
             os.chdir(cwd)   # the work dir is a new (bind) mount now
+            if landlock_fd is not None:
+                # The new /proc is a new mount, which the supervisor's rule
+                # (made for the old one) does not cover.
+                _landlock.allow_read(landlock_fd, "/proc")
 
         # no_new_privs: setuid binaries cannot elevate, and it is required
         # for an unprivileged process to install Landlock and seccomp.

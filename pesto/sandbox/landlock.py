@@ -92,3 +92,12 @@ def build_ruleset(abi: int, read_paths: list[str], write_paths: list[str]) -> in
         os.close(ruleset)
         raise
     return ruleset
+
+
+def allow_read(ruleset: int, path: str) -> None:
+    """Add one read+exec rule to a ruleset (used by the child for its own /proc)."""
+    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        kernel.landlock_add_path(ruleset, EXECUTE | READ_FILE | READ_DIR, fd)
+    finally:
+        os.close(fd)

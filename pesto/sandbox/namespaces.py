@@ -11,7 +11,13 @@ child owns new network, IPC, UTS and mount namespaces:
 - IPC: no System V objects or POSIX message queues shared with anyone;
 - UTS: a hostname of its own;
 - mount: everything private (nothing propagates out), the whole tree
-  read-only, fresh size-capped tmpfs on /tmp, /var/tmp and /dev/shm.
+  read-only, fresh size-capped tmpfs on /tmp, /var/tmp and /dev/shm;
+- PID: the program is PID 2 under a tiny init (PID 1 ignores signals it
+  has no handler for, which would make `kill -9 $$` a no-op); the exit of
+  init kills everything left in the namespace. A /proc of the namespace's
+  own is mounted where allowed (podman masks parts of the container's
+  /proc, and then the kernel refuses; the run then sees the container's
+  processes but can signal none of them).
 
 The program keeps its uid inside (identity map), so the work dir's files
 stay its own; after exec it holds no capability (non-zero uid, no_new_privs).
@@ -28,8 +34,9 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-FLAGS = CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNS
+FLAGS = CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNS | CLONE_NEWPID
 
 MS_RDONLY = 0x1
 MS_REMOUNT = 0x20
@@ -70,7 +77,10 @@ def _readonly_tree(path: str) -> None:
 
 
 def enter(uid: int, gid: int, tmp_size: int, writable: list[str]) -> None:
-    """Unshare user, network, IPC, UTS and mount namespaces and set them up.
+    """Unshare user, network, IPC, UTS, mount and PID namespaces and set them up.
+
+    The PID namespace applies to the children of the caller: `fork_init`
+    must follow.
 
     `writable` are mount points (the work dir) to keep writable under the
     read-only tree: they are bind-mounted onto themselves first so that
@@ -107,3 +117,63 @@ def enter(uid: int, gid: int, tmp_size: int, writable: list[str]) -> None:
         if ret != 0:
             e = ctypes.get_errno()
             raise OSError(e, f"mount_setattr({path}, rw): {os.strerror(e)}")
+
+
+def _close_all_except(*keep: int) -> None:
+    # A forked process that will not exec still holds every descriptor of
+    # the supervisor (its socket to the server, the other ends of the
+    # program's pipes): close them all, with close_range between the keepers.
+    low = 0
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
+def fork_init(report_fd: int) -> None:
+    """Become: caller (outside the PID namespace) -> init (PID 1) -> program (PID 2).
+
+    Returns only in the program. The caller and init exit with the
+    program's status; the caller re-raises the program's fatal signal on
+    itself so that the supervisor sees exactly how the program ended.
+    Caller and init run no user code, hold nothing but one pipe, and are
+    not dumpable: the program (same uid, but no capability after exec)
+    cannot ptrace them or open their /proc/<pid>/mem.
+    """
+    r, w = os.pipe()
+    init = os.fork()
+    if init:
+        # The caller: outside the namespace, the process the supervisor watches.
+        kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
+        _close_all_except(r)
+        raw = b""
+        while chunk := os.read(r, 16):
+            raw += chunk
+        os.waitpid(init, 0)
+        status = int(raw) if raw else (128 + 9) << 8
+        if os.WIFSIGNALED(status):
+            import signal
+            sig = os.WTERMSIG(status)
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):   # those cannot be caught anyway
+                signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+        os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 127)
+    # init (PID 1).
+    kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
+    os.close(r)
+    # A /proc of this namespace, where the kernel allows it.
+    try:
+        kernel.mount("proc", "/proc", "proc", kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC)
+    except OSError:
+        pass
+    program = os.fork()
+    if program == 0:
+        os.close(w)
+        return
+    _close_all_except(w)
+    while True:
+        pid, status = os.waitpid(-1, 0)
+        if pid == program:
+            break
+    os.write(w, str(status).encode())
+    os._exit(0)   # the kernel kills whatever is left in the namespace
