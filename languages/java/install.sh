@@ -5,7 +5,15 @@
 set -euo pipefail
 jdk=/usr/lib/jvm/java-17-openjdk-amd64
 dest=/opt/pesto/runtimes/java
-if ! [ -x "$jdk/bin/javac" ]; then
+toml=$(sed -n 's/^version = "\(.*\)"/\1/p' "$(dirname "$0")/language.toml")
+matches() {
+  local have
+  have=$(sed -n 's/^JAVA_VERSION="\(.*\)"/\1/p' "$jdk/release" 2>/dev/null)
+  case $have in "$toml"|"$toml".*) return 0 ;; *) return 1 ;; esac
+}
+# Install, or upgrade an older JDK 17 already on the machine (Debian's
+# security updates move the patch level) so that language.toml stays true.
+if ! [ -x "$jdk/bin/javac" ] || ! matches; then
   # The postinst of some Java packages wants this directory (it is missing
   # in slim images).
   mkdir -p /usr/share/man/man1
@@ -26,7 +34,4 @@ if [ "$(cat "$dest/javac.jsa.version" 2>/dev/null)" != "$version" ]; then
   chmod -R a+rX,go-w "$dest"
 fi
 echo "$version"
-# Debian's security updates move the patch level: keep language.toml true.
-have=$(sed -n 's/^JAVA_VERSION="\(.*\)"/\1/p' "$jdk/release")
-toml=$(sed -n 's/^version = "\(.*\)"/\1/p' "$(dirname "$0")/language.toml")
-case $have in "$toml"|"$toml".*) ;; *) echo "WARNING: Java $have is installed but languages/java/language.toml says $toml: update it" ;; esac
+matches || echo "WARNING: $(sed -n 's/^JAVA_VERSION=//p' "$jdk/release") is installed but languages/java/language.toml says $toml: update it"
