@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from tests.container.helpers import (BASE_IMAGE, HERE, HOST_CA, LANGUAGES, REPO, ULIMITS,
+from tests.container.helpers import (BASE_IMAGE, HERE, HOST_CA, LANGUAGES, REPO,
                                      Container, language_slug, podman, podman_env)
 
 build_report: dict[str, Any] = {}
@@ -67,7 +67,8 @@ def image(podman_ready: None, request: pytest.FixtureRequest) -> str:
     base = request.getfixturevalue("base_image")
     tag = f"localhost/pesto-test:{language_slug(LANGUAGES)}"
     strict = "0" if LANGUAGES == "all" else "1"
-    args = ["build", "--format", "docker", *ULIMITS,
+    # No --ulimit here: RUN steps inherit podman's own limits, which fit.
+    args = ["build", "--format", "docker",
             "--build-arg", f"BASE_IMAGE={base}",
             "--build-arg", f"LANGUAGES={LANGUAGES}",
             "--build-arg", f"PESTO_STRICT_INSTALL={strict}",

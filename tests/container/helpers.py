@@ -29,8 +29,10 @@ import httpx
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 
-# podman's default RLIMIT_NOFILE/NPROC exceed the hard limits of some hosts
-# (these CI machines: nofile 20000); runc then fails to start the container.
+# podman's default container limits (nofile 1048576, nproc 32768) are above
+# the hard limits podman itself gets on these machines, whose root lacks
+# CAP_SYS_RESOURCE (the machine is itself sandboxed): runc then cannot set
+# them and the container does not start. The README documents both flags.
 ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
 LANGUAGES = os.environ.get("PESTO_CONTAINER_LANGUAGES", "python,c")
 BASE_IMAGE = os.environ.get("PESTO_BASE_IMAGE", "localhost/debian:bookworm-slim")
