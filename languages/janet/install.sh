@@ -16,6 +16,9 @@ janet=$dest/bin/janet
 if [ -x "$janet" ] && "$janet" -v 2>/dev/null | grep -q "^$version"; then
   echo "janet $version already installed in $dest"; exit 0
 fi
+if ! command -v curl >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl ca-certificates
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 src=${PESTO_JANET_SOURCE:-}

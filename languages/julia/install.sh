@@ -19,6 +19,9 @@ fi
 if [ "$(uname -m)" != x86_64 ]; then
   echo "julia: no pinned release for $(uname -m) (only x86_64)"; exit 1
 fi
+if ! command -v curl >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl ca-certificates
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 tarball=${PESTO_JULIA_TARBALL:-}
