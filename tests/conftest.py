@@ -43,13 +43,21 @@ class Runner:
 
     def run(self, language: str, code: str | None = None, **kw) -> ExecuteResult:
         req = ExecuteRequest(language=language, code=code, **kw)
-        return self.loop.run_until_complete(self.engine.execute(req, uuid.uuid4().hex))
+        result = self.loop.run_until_complete(self.engine.execute(req, uuid.uuid4().hex))
+        self.settle()
+        return result
 
     def gather(self, *requests: ExecuteRequest) -> list[ExecuteResult]:
         async def all_():
             return await asyncio.gather(*(self.engine.execute(r, uuid.uuid4().hex)
                                           for r in requests))
-        return self.loop.run_until_complete(all_())
+        results = self.loop.run_until_complete(all_())
+        self.settle()
+        return results
+
+    def settle(self) -> None:
+        """Wait for the cleanup that slots do after answering (see Supervisor.serve)."""
+        self.loop.run_until_complete(self.engine.sandbox.settle())
 
     def has(self, language: str) -> bool:
         return any(language in r.names for r in self.engine.registry.installed)

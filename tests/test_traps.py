@@ -68,6 +68,7 @@ def test_trap_judge0_symlinks_planted_in_compile_stage(runner, root_target):
             r2 = await s.stage(stage_spec(wd, "run.py"))
         return r1, r2
     r1, r2 = runner.loop.run_until_complete(scenario())
+    runner.settle()
     assert r1["stdout"] == "planted\n", r1
     assert "link-to-file" in r2["stdout"]
     st = os.stat(target)
@@ -217,7 +218,7 @@ def test_trap_supervisor_death_does_not_leak_the_run(runner):
             return exc
     exc = runner.loop.run_until_complete(scenario())
     assert exc is not None and "slot died" in str(exc)
-    runner.loop.run_until_complete(runner.engine.sandbox.wait_idle())
+    runner.settle()
     deadline = time.monotonic() + 3
     while run_uid_processes(runner.settings) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -249,7 +250,7 @@ def test_cancelling_a_job_kills_its_run(runner):
         with pytest.raises(asyncio.CancelledError):
             await task
     runner.loop.run_until_complete(scenario())
-    runner.loop.run_until_complete(runner.engine.sandbox.wait_idle())
+    runner.settle()
     deadline = time.monotonic() + 3
     while (run_uid_processes(runner.settings) or leftover_workdirs(runner.settings)) \
             and time.monotonic() < deadline:

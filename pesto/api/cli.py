@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import sys
 from typing import Any
 
@@ -85,7 +86,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger("pesto").setLevel(level)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=args.log_level, access_log=args.access_log, lifespan="on",
-                timeout_graceful_shutdown=int(settings.shutdown_timeout) or None,
+                # In-flight requests (a waiting /api/execute) get the same grace as jobs.
+                timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_timeout)),
                 server_header=False)
     return 0
 

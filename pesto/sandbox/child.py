@@ -71,7 +71,7 @@ def exec_child(*, argv: list[str], env: dict[str, str], cwd: str,
         step = "namespaces"
         if namespaces is not None:
             _ns.enter(uid, gid, namespaces["tmp_size"], namespaces["writable"])
-            _ns.fork_init(report_fd)   # returns in the program, PID 2 of the new namespace
+            _ns.fork_init(namespaces["status_fd"])   # returns in the program, PID 2 of the new namespace
             os.chdir(cwd)   # the work dir is a new (bind) mount now
             if landlock_fd is not None:
                 # The new /proc is a new mount, which the supervisor's rule

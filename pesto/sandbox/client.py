@@ -192,6 +192,21 @@ class Sandbox:
             return
         self._idle.put_nowait(fresh)
 
+    async def settle(self) -> None:
+        """Wait until every idle slot has finished cleaning up its last job."""
+        await self.wait_idle()
+        slots = [self._idle.get_nowait() for _ in range(self._idle.qsize())]
+        try:
+            for slot in slots:
+                if not slot.dead:
+                    try:
+                        await slot.call({"op": "sync"})
+                    except SandboxError:
+                        pass
+        finally:
+            for slot in slots:
+                self._idle.put_nowait(slot)
+
     async def wait_idle(self) -> None:
         """Wait for background recycling (tests and shutdown)."""
         while self._tasks:

@@ -130,37 +130,26 @@ def _close_all_except(*keep: int) -> None:
     os.closerange(low, 1 << 20)
 
 
-def fork_init(report_fd: int) -> None:
+def fork_init(status_fd: int) -> None:
     """Become: caller (outside the PID namespace) -> init (PID 1) -> program (PID 2).
 
-    Returns only in the program. The caller and init exit with the
-    program's status; the caller re-raises the program's fatal signal on
-    itself so that the supervisor sees exactly how the program ended.
-    Caller and init run no user code, hold nothing but one pipe, and are
-    not dumpable: the program (same uid, but no capability after exec)
-    cannot ptrace them or open their /proc/<pid>/mem.
+    Returns only in the program. Init reaps everything in the namespace,
+    and when the program ends writes "status utime stime maxrss" to
+    status_fd (the supervisor's end of the stage) and exits, which kills
+    whatever is left. The caller only mirrors init's end so that a stray
+    wait on it tells the same story. Caller and init run no user code,
+    keep no descriptor of the supervisor's, and are not dumpable: the
+    program (same uid, no capability after exec) cannot ptrace them or
+    open their /proc/<pid>/mem.
     """
-    r, w = os.pipe()
     init = os.fork()
     if init:
-        # The caller: outside the namespace, the process the supervisor watches.
         kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
-        _close_all_except(r)
-        raw = b""
-        while chunk := os.read(r, 16):
-            raw += chunk
-        os.waitpid(init, 0)
-        status = int(raw) if raw else (128 + 9) << 8
-        if os.WIFSIGNALED(status):
-            import signal
-            sig = os.WTERMSIG(status)
-            if sig not in (signal.SIGKILL, signal.SIGSTOP):   # those cannot be caught anyway
-                signal.signal(sig, signal.SIG_DFL)
-            os.kill(os.getpid(), sig)
-        os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 127)
+        _close_all_except()
+        _, status = os.waitpid(init, 0)
+        os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + 9)
     # init (PID 1).
     kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
-    os.close(r)
     # A /proc of this namespace, where the kernel allows it.
     try:
         kernel.mount("proc", "/proc", "proc", kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC)
@@ -168,12 +157,17 @@ def fork_init(report_fd: int) -> None:
         pass
     program = os.fork()
     if program == 0:
-        os.close(w)
+        os.close(status_fd)
         return
-    _close_all_except(w)
+    _close_all_except(status_fd)
+    utime = stime = 0.0
+    maxrss = 0
     while True:
-        pid, status = os.waitpid(-1, 0)
+        pid, status, ru = os.wait4(-1, 0)
+        utime += ru.ru_utime
+        stime += ru.ru_stime
+        maxrss = max(maxrss, ru.ru_maxrss)
         if pid == program:
             break
-    os.write(w, str(status).encode())
+    os.write(status_fd, f"{status} {utime} {stime} {maxrss}".encode())
     os._exit(0)   # the kernel kills whatever is left in the namespace

@@ -31,15 +31,16 @@ def kill_uid(uid: int) -> None:
     """SIGKILL every process of `uid`, orphans and setsid'd daemons included.
 
     kill(-1) executed as the run's uid reaches exactly the processes that
-    uid owns; repeated until none is left, so a fork bomb racing the first
-    sweep is caught by the next.
+    uid owns. A few rounds catch what a fork bomb forked during the first;
+    zombies also count as signalled, so the caller reaps and calls again
+    rather than this looping until ESRCH.
     """
     pid = os.fork()
     if pid == 0:
         try:
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
-            for _ in range(10000):
+            for _ in range(3):
                 os.kill(-1, signal.SIGKILL)
         except ProcessLookupError:
             pass  # ESRCH: nothing of this uid is left
@@ -77,11 +78,9 @@ class Reaper:
 
     def kill_and_reap(self) -> None:
         """Kill every process of the uid and reap all of them."""
-        if not self.reap_exited():
-            return
-        kill_uid(self.uid)
-        while True:
-            try:
+        while self.reap_exited():
+            kill_uid(self.uid)
+            try:   # wait for one to die, then reap the rest that did
                 _pid, _status, ru = os.wait4(-1, 0)
             except ChildProcessError:
                 return
@@ -186,6 +185,12 @@ class Supervisor:
                 if msg is None:
                     return
                 protocol.send_blocking(self.sock, self.handle(msg))
+                if msg.get("op") == "close":
+                    # Cleaned up after the reply: the result need not wait for
+                    # the namespaces' teardown. The uid stays locked (and the
+                    # slot busy with it) until this is done; if it fails, the
+                    # lock file stays dirty and the uid's next holder sweeps it.
+                    self.finish()
         except (ServerGone, OSError):
             return
         finally:
@@ -198,8 +203,12 @@ class Supervisor:
                 return self.prepare(msg)
             if op == "stage":
                 return {"ok": True, "result": self.stage(msg)}
-            if op in ("close", "abort"):
-                return {"ok": self.finish(), op: True}
+            if op == "close":
+                return {"ok": True, "close": True}
+            if op == "abort":
+                return {"ok": self.finish(), "abort": True}
+            if op == "sync":   # answered once everything before it is done
+                return {"ok": True}
             if op == "sweep":
                 self.sweep_uid(int(msg["uid"]))
                 return {"ok": True}
@@ -335,6 +344,11 @@ class Supervisor:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         rep_r, rep_w = os.pipe()
+        # With a PID namespace the program is a grandchild: its init reports
+        # how it ended (and its rusage) over this pipe, so that the stage ends
+        # when the program does, not when the namespaces are torn down.
+        st_r, st_w = os.pipe() if self.ctx.namespaces else (-1, -1)
+        Reaper(uid).reap_exited()   # a previous stage's namespace may still be exiting
         start = time.monotonic()
         try:
             pid = os.fork()
@@ -345,11 +359,13 @@ class Supervisor:
                                  report_fd=rep_w,
                                  landlock_fd=ruleset, seccomp=self.ctx.seccomp,
                                  namespaces={"tmp_size": int(msg["file_size"]),
-                                             "writable": [self.workdir]}
+                                             "writable": [self.workdir], "status_fd": st_w}
                                  if self.ctx.namespaces else None)
         finally:
             for fd in (stdin_r, out_w, err_w, rep_w):
                 os.close(fd)
+            if st_w >= 0:
+                os.close(st_w)
             if ruleset is not None:
                 os.close(ruleset)
         try:
@@ -360,8 +376,9 @@ class Supervisor:
         if report:
             os.waitpid(pid, 0)
             self.ctx.cgroups.finish_stage()
-            for fd in (stdin_w, out_r, err_r):
-                os.close(fd)
+            for fd in (stdin_w, out_r, err_r, st_r):
+                if fd >= 0:
+                    os.close(fd)
             step, err, text = report.decode(errors="replace").split(":", 2)
             if step == "exec" and int(err) in (errno.ENOENT, errno.EACCES, errno.ENOEXEC):
                 # The program (e.g. a compile artefact) could not be executed:
@@ -371,15 +388,17 @@ class Supervisor:
                                exit_code=127, signal_no=None, reason=None, oom=False,
                                wall=time.monotonic() - start, cpu=0.0, peak=0, truncated=False)
             raise RuntimeError(f"sandbox setup failed at {step}: {text}")
-        return self._watch(pid, start, msg, stdin_w, out_r, err_r)
+        return self._watch(pid, start, msg, stdin_w, out_r, err_r, st_r)
 
     def _watch(self, pid: int, start: float, msg: dict[str, Any],
-               stdin_w: int, out_r: int, err_r: int) -> dict[str, Any]:
+               stdin_w: int, out_r: int, err_r: int, st_r: int) -> dict[str, Any]:
         uid = self.uid
         deadline = start + int(msg["wall_ms"]) / 1000
         cap = int(msg["output_limit"])
         stdin = msg.get("stdin", "").encode()
-        pidfd = os.pidfd_open(pid)
+        # How the program's end is seen: its init's report, or its pidfd.
+        pidfd = st_r if st_r >= 0 else os.pidfd_open(pid)
+        usage = None   # (cpu seconds, max rss bytes) from the init's report
         reaper = Reaper(uid)
         bufs = {out_r: bytearray(), err_r: bytearray()}
         output = bytearray()
@@ -423,8 +442,10 @@ class Supervisor:
                             raise ServerGone()
                         raise Aborted()
                     if fd == pidfd:
-                        _, st, ru = os.wait4(pid, 0)
-                        status = st
+                        if st_r >= 0:
+                            status, usage = _read_init_report(st_r)
+                        else:
+                            _, status, ru = os.wait4(pid, 0)
                         end = end or time.monotonic()
                         poller.unregister(pidfd)
                         # The stage ends with its main process: nothing else survives it.
@@ -470,15 +491,34 @@ class Supervisor:
                     except OSError:
                         pass
         wall = (end or time.monotonic()) - start
-        reaper.kill_and_reap()
-        reaper._count(ru)
-        cpu, rss = reaper.cpu, reaper.rss
+        if usage is None:
+            reaper.kill_and_reap()
+            reaper._count(ru)
+            cpu, rss = reaper.cpu, reaper.rss
+        else:
+            # The namespace's processes are dead or dying (the kernel kills
+            # all of a PID namespace when its init exits); reaping them, and
+            # waiting for the namespaces' teardown, is left to the job's end.
+            cpu, rss = usage
         peak, oom = self.ctx.cgroups.finish_stage()
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + (sig or 0)
         return _result(stdout=bytes(bufs[out_r]), stderr=bytes(bufs[err_r]), output=bytes(output),
                        exit_code=code, signal_no=sig, reason=reason, oom=oom, wall=wall,
                        cpu=cpu, peak=peak if peak is not None else rss, truncated=truncated)
+
+
+def _read_init_report(fd: int) -> tuple[int, tuple[float, int] | None]:
+    """(wait status, (cpu s, max rss bytes)) from a PID namespace's init.
+
+    No report (the init was killed, e.g. by the timeout's kill) reads as SIGKILL.
+    """
+    raw = _read_all(fd)
+    try:
+        status, utime, stime, maxrss = raw.split()
+        return int(status), (float(utime) + float(stime), int(maxrss) * 1024)
+    except ValueError:
+        return signal.SIGKILL, (0.0, 0)
 
 
 def _read_all(fd: int) -> bytes:
