@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -179,3 +180,39 @@ def test_kill_9_with_20_jobs_then_restart_settles_every_job(tmp_path: Path) -> N
     finally:
         server.stop()
     assert wait_uids_free(Path("/var/lib/pesto-sandbox"), uid_base, uid_count) == []
+
+
+def test_sigterm_lets_running_jobs_finish_and_keeps_queued_ones(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    secret = add_token(data_dir, "graceful")
+    headers = {"X-Pesto-Token": secret}
+    server = Server(data_dir, "--workers", "1")
+    try:
+        body = {**PY, "code": "import time; time.sleep(1); print('finished')"}
+        running = httpx.post(server.url + "/api/jobs", json=body, headers=headers).json()["id"]
+        queued = httpx.post(server.url + "/api/jobs", json=HELLO, headers=headers).json()["id"]
+        started = time.monotonic()
+        server.proc.terminate()
+        # uvicorn re-raises the signal after its graceful shutdown.
+        assert server.proc.wait(30) in (0, -signal.SIGTERM)
+        assert time.monotonic() - started < 15
+        assert "Traceback" not in server.output()
+    finally:
+        server.stop()
+    server = Server(data_dir, "--workers", "1")
+    try:
+        job = httpx.get(f"{server.url}/api/jobs/{running}", headers=headers).json()
+        assert job["status"] == "completed", job
+        assert job["result"]["runtime"]["stdout"] == "finished\n"
+        deadline = time.monotonic() + 30
+        while (job := httpx.get(f"{server.url}/api/jobs/{queued}", headers=headers).json())[
+                "status"] not in ("completed", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert job["status"] == "completed"
+        log = server.output()
+    finally:
+        server.stop()
+    # One INFO line per job, never the token nor the program's output.
+    assert f"job {queued} token=graceful language=Python" in log
+    assert secret not in log and "finished\n" not in log.replace(f"job {running}", "")

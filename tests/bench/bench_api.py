@@ -8,8 +8,10 @@ then, in one run on one machine:
 
 1. latency: `POST /api/execute` of Python `print(1)` over one keep-alive
    connection, alternating with a bare `/usr/bin/python3 -c 'print(1)'`
-   (posix_spawn + pipe + waitpid), so that machine noise hits both alike;
-   medians and the difference (goal: overhead <= 3 ms at the median);
+   (posix_spawn + pipe + waitpid) and with the same request given straight to
+   an `Engine` in this process, so that machine noise hits all alike; medians
+   and differences (goal: overhead <= 3 ms at the median). The API-over-engine
+   difference is what the HTTP layer, auth, store and scheduler cost;
 2. throughput: `--clients` keep-alive clients against the same number of
    bare runs in parallel (goal: >= 0.75 of bare);
 3. memory: the server's RSS (and its sandbox spawner's) every 1,000 of
@@ -19,6 +21,7 @@ then, in one run on one machine:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import os
@@ -158,6 +161,7 @@ def start_server(data_dir: Path, workers: int | None) -> tuple[subprocess.Popen,
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-n", type=int, default=300, help="latency samples of each side")
     ap.add_argument("--clients", type=int, default=8)
@@ -171,20 +175,42 @@ def main() -> None:
     med = lambda xs: statistics.median(xs) * 1000  # noqa: E731
     p90 = lambda xs: statistics.quantiles(xs, n=10)[-1] * 1000  # noqa: E731
     try:
+        from pesto.config import load_settings
+        from pesto.engine import Engine
+        from pesto.models import ExecuteRequest
+
+        loop = asyncio.new_event_loop()
+        engine = loop.run_until_complete(Engine.start(load_settings(env={})))
+        request = ExecuteRequest(language="python", code="print(1)")
+
+        def engine_once() -> float:
+            t = time.perf_counter()
+            result = loop.run_until_complete(engine.execute(request, "bench"))
+            elapsed = time.perf_counter() - t
+            assert result.runtime.stdout == "1\n", result
+            return elapsed
+
         client = Client(port, token)
-        for _ in range(20):                  # warm caches on both sides
+        for _ in range(20):                  # warm caches on every side
             bare_once()
+            engine_once()
             client.execute()
-        api, bare = [], []
+        api, bare, direct = [], [], []
         for _ in range(args.n):
             bare.append(bare_once())
+            direct.append(engine_once())
             api.append(client.execute())
         client.close()
+        loop.run_until_complete(engine.close())
+        loop.close()
         print(f"machine: {os.cpu_count()} CPUs; server workers: {args.workers or os.cpu_count()}")
         print(f"latency ({args.n} each, alternating, one keep-alive connection)")
         print(f"  bare python3 -c 'print(1)':  median {med(bare):7.2f} ms   p90 {p90(bare):7.2f} ms")
+        print(f"  Engine.execute in-process:   median {med(direct):7.2f} ms   p90 {p90(direct):7.2f} ms")
         print(f"  POST /api/execute print(1):  median {med(api):7.2f} ms   p90 {p90(api):7.2f} ms")
         print(f"  overhead at the median:      {med(api) - med(bare):+7.2f} ms   (goal <= 3 ms)")
+        print(f"    of which the engine:       {med(direct) - med(bare):+7.2f} ms")
+        print(f"    of which HTTP/auth/store:  {med(api) - med(direct):+7.2f} ms")
 
         clients = [Client(port, token) for _ in range(args.clients)]
         api_rate = parallel(args.clients, args.throughput_runs, lambda i: clients[i].execute())
