@@ -82,8 +82,14 @@ def image(podman_ready: None, request: pytest.FixtureRequest) -> str:
     log_file = Path(tempfile.gettempdir()) / f"pesto-container-build-{language_slug(LANGUAGES)}.log"
     log_file.write_text(log)
     if proc.returncode != 0:
+        # The selftest's verdicts and the tail, each line cut short (the failing
+        # step's "Error: building at STEP" line repeats the whole RUN command).
+        lines = log.splitlines()
+        keep = [line for line in lines if line.startswith(("selftest ", "image: "))]
+        tail = [line[:300] for line in lines[-40:]]
         pytest.fail(f"podman build failed after {elapsed:.0f} s (LANGUAGES={LANGUAGES}; "
-                    f"full log {log_file}); last lines:\n{log[-6000:]}", pytrace=False)
+                    f"full log {log_file}):\n" + "\n".join(keep + ["..."] + tail),
+                    pytrace=False)
     size = int(podman("image", "inspect", "--format", "{{.Size}}", tag).stdout.strip())
     selftests = [line for line in log.splitlines() if line.startswith("selftest ")]
     build_report.update({
