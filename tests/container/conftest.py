@@ -75,8 +75,18 @@ def image(podman_ready: None, request: pytest.FixtureRequest) -> str:
             "-t", tag, "-f", str(REPO / "Containerfile")]
     if HOST_CA.is_file():
         args += ["-v", f"{HOST_CA}:/run/pesto-build/ca.crt:ro"]
+    context = REPO
+    if os.environ.get("PESTO_CONTAINER_CONTEXT") == "git":
+        # The committed tree, not the working one (others may be mid-edit).
+        context = Path(tempfile.mkdtemp(prefix="pesto-context-"))
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD"],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(context)], input=archive, check=True)
+        args[args.index("-f") + 1] = str(context / "Containerfile")
     started = time.monotonic()
-    proc = podman(*args, str(REPO), check=False, timeout=3600)
+    proc = podman(*args, str(context), check=False, timeout=3600)
+    if context != REPO:
+        shutil.rmtree(context, ignore_errors=True)
     elapsed = time.monotonic() - started
     log = proc.stdout + proc.stderr
     log_file = Path(tempfile.gettempdir()) / f"pesto-container-build-{language_slug(LANGUAGES)}.log"
@@ -86,7 +96,7 @@ def image(podman_ready: None, request: pytest.FixtureRequest) -> str:
         # step's "Error: building at STEP" line repeats the whole RUN command).
         lines = log.splitlines()
         keep = [line for line in lines if line.startswith(("selftest ", "image: "))]
-        tail = [line[:300] for line in lines[-40:]]
+        tail = [line[:300] for line in lines[-40:] if line not in keep]
         pytest.fail(f"podman build failed after {elapsed:.0f} s (LANGUAGES={LANGUAGES}; "
                     f"full log {log_file}):\n" + "\n".join(keep + ["..."] + tail),
                     pytrace=False)

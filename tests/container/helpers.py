@@ -7,6 +7,8 @@ flags), and talk to it over HTTP on a free localhost port.
 Environment knobs:
   PESTO_CONTAINER_LANGUAGES  LANGUAGES build argument (default "python,c")
   PESTO_CONTAINER_IMAGE      use this image instead of building one
+  PESTO_CONTAINER_CONTEXT    "git": build from `git archive HEAD` instead of
+                             the working tree
   PESTO_BASE_IMAGE           base image (default localhost/debian:bookworm-slim,
                              made by make_base.sh when missing)
   CONTAINERS_CONF            podman config (default: containers.conf here, runc)
