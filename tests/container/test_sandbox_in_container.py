@@ -372,3 +372,42 @@ def test_bomb_is_contained(language: str, code: str, container: Container, api: 
     assert runtime["wallTime"] < 3000 + 1500, runtime
     assert _wait_no_run_processes(container) == []
     assert container.exec("pesto", "--help", check=False).returncode == 0
+
+
+# --- S5 signals, PID namespace --------------------------------------------
+
+SIGNAL_PROBE = r'''
+import json, os
+me = os.getpid()
+pids = sorted({int(p) for p in os.listdir("/proc") if p.isdigit()} | set(range(1, 40)))
+reachable = []
+for pid in pids:
+    if pid == me:
+        continue
+    try:
+        os.kill(pid, 0)          # permission check only: nothing is sent
+        reachable.append(pid)
+    except OSError:
+        pass
+print(json.dumps({"pid": me, "reachable": reachable}))
+'''
+
+
+def test_runs_cannot_signal_the_server(container: Container, api: httpx.Client,
+                                       image_languages: list[str]) -> None:
+    if "python" not in image_languages:
+        pytest.skip("python is not in the image")
+    res = run_json(api, "python", SIGNAL_PROBE)
+    assert res["reachable"] == [], f"a run could signal other processes: {res}"
+
+
+def test_runs_get_their_own_pid_namespace(api: httpx.Client, image_languages: list[str],
+                                          doctor: dict[str, str]) -> None:
+    if "python" not in image_languages:
+        pytest.skip("python is not in the image")
+    if not doctor.get("namespaces", "").startswith("on"):
+        pytest.fail(f"namespaces are off in the container: {doctor.get('namespaces')}")
+    res = run_json(api, "python", "import json, os; print(json.dumps({'pid': os.getpid()}))")
+    # In the container the server and its helpers already hold the low pids;
+    # only a fresh PID namespace gives the program one this small.
+    assert res["pid"] <= 3, res
