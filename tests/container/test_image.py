@@ -4,10 +4,12 @@ flags, the first token, the health check, the PID 1 and what layers are on."""
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.container.helpers import LANGUAGES, Container, podman
+from tests.container.helpers import HOST_CA, LANGUAGES, REPO, Container, podman
 
 pytestmark = pytest.mark.container
 
@@ -119,3 +121,31 @@ def test_doctor_shows_layers(doctor: dict[str, str]) -> None:
 def test_namespaces_are_used_in_the_container(doctor: dict[str, str]) -> None:
     """A default rootful podman container allows `unshare -U -n`: runs must use it."""
     assert doctor["namespaces"].startswith("on"), f"namespaces: {doctor['namespaces']}"
+
+
+def test_build_fails_when_a_test_program_is_wrong(base_image: str, tmp_path: Path) -> None:
+    """A language whose test program does not print "Hello world!" through the
+    sandbox fails the image build (LANGUAGES.md)."""
+    context = tmp_path / "context"
+    context.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(context)], input=archive, check=True)
+    wrong = context / "languages" / "wrongpy"
+    wrong.mkdir()
+    (wrong / "install.sh").write_text("#!/bin/sh\ntest -x /usr/bin/python3\n")
+    (wrong / "language.toml").write_text(
+        (REPO / "languages" / "python" / "language.toml").read_text()
+        .replace('language = "Python"', 'language = "Wrong Python"')
+        .replace('aliases = ["py", "python3", "py3"]', 'aliases = []'))
+    (wrong / "test.py").write_text('print("Hello world?")\n')
+    args = ["build", "--format", "docker", "--build-arg", f"BASE_IMAGE={base_image}",
+            "--build-arg", "LANGUAGES=wrongpy", "-t", "localhost/pesto-test:wrong"]
+    if HOST_CA.is_file():
+        args += ["-v", f"{HOST_CA}:/run/pesto-build/ca.crt:ro"]
+    proc = podman(*args, str(context), check=False, timeout=1800)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, "the build passed with a wrong hello world"
+    assert "selftest wrongpy: FAILED" in log, log[-3000:]
+    assert "Hello world?" in log      # the result is shown to whoever builds
+    podman("rmi", "-f", "localhost/pesto-test:wrong", check=False)
