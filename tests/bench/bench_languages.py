@@ -59,10 +59,13 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=10)
     ap.add_argument("--only", default="")
     ap.add_argument("--disable", default="")
+    ap.add_argument("--uid-base", type=int, default=65000)
     a = ap.parse_args()
     only = {x for x in a.only.split(",") if x}
     registry = load_registry(LANGUAGES)
+    # Its own uid range, so that it can run beside a server or the tests.
     settings = load_settings(env={}, data_dir=tempfile.mkdtemp(prefix="pesto-bench-"),
+                             uid_base=a.uid_base, uid_count=20,
                              disable=[x for x in a.disable.split(",") if x])
     runner = Runner(settings)
     print("| id | version | engine ms (compile + run stages) | bare ms | engine - bare |")
