@@ -35,7 +35,8 @@ class Engine:
         registry = load_registry(settings.languages_dir)
         sandbox = await Sandbox.start(uid_base=settings.uid_base, uid_count=settings.uid_count,
                                       sandbox_dir=str(settings.sandbox_dir),
-                                      slots=settings.workers, disable=settings.disable)
+                                      slots=settings.workers, disk_limit=settings.disk_limit,
+                                      disable=settings.disable)
         missing = [f"{name} ({sandbox.layers[name]['reason']})" for name in settings.require
                    if not sandbox.layers.get(name, {}).get("enabled")]
         if missing:
@@ -117,7 +118,7 @@ class Engine:
         memory = request.memory_limit or s.memory_default
         compile_result = SKIPPED
         async with self.sandbox.session() as session:
-            workdir = await session.prepare(files, s.disk_limit)
+            workdir = await session.prepare(files)
             ctx = {"file": entry, "dir": workdir, "lang_dir": str(runtime.lang_dir),
                    "stem": entry.rsplit("/", 1)[-1].rsplit(".", 1)[0]}
             if runtime.compiled:
@@ -126,7 +127,7 @@ class Engine:
                 compile_result = await self._stage(
                     session, runtime, runtime.spec.compile, [], "", workdir, ctx,
                     timeout=c_timeout, memory=c_memory,
-                    processes=limits.compile_processes or max(limits.processes, 64))
+                    processes=limits.compile_processes or max(limits.processes, 64), more=True)
                 if compile_result.status != Status.OK:
                     return ExecuteResult(job_id, runtime.language, runtime.version,
                                          compile_result, SKIPPED)
@@ -138,7 +139,7 @@ class Engine:
 
     async def _stage(self, session, runtime: Runtime, argv: list[str], args: list[str],
                      stdin: str, workdir: str, ctx: dict[str, str], *, timeout: int,
-                     memory: int, processes: int) -> StageResult:
+                     memory: int, processes: int, more: bool = False) -> StageResult:
         values = {**ctx, "memory_mb": str(max(1, memory // (1024 * 1024)))}
         full = [a.format_map(values) for a in argv] + list(args)
         env = {**BASE_ENV, "HOME": workdir, "TMPDIR": workdir,
@@ -155,6 +156,7 @@ class Engine:
             "output_limit": self.settings.output_limit,
             "read_paths": [p.format_map(values) for p in runtime.spec.read_paths]
             + [str(runtime.lang_dir)],
+            "more": more,   # another stage follows: the slot readies its child meanwhile
         }
         raw = await session.stage(spec)
         return converter.structure(raw, StageResult)

@@ -40,6 +40,7 @@ class Runner:
             self.loop.close()
             raise
         self.settings = settings
+        self.ready_uids: set[int] = set()
 
     def run(self, language: str, code: str | None = None, **kw) -> ExecuteResult:
         req = ExecuteRequest(language=language, code=code, **kw)
@@ -56,8 +57,9 @@ class Runner:
         return results
 
     def settle(self) -> None:
-        """Wait for the cleanup that slots do after answering (see Supervisor.serve)."""
-        self.loop.run_until_complete(self.engine.sandbox.settle())
+        """Wait for the cleanup that slots do after answering (see Supervisor.serve),
+        and note the uids idle slots hold ready for their next job."""
+        self.ready_uids = self.loop.run_until_complete(self.engine.sandbox.settle())
 
     def has(self, language: str) -> bool:
         return any(language in r.names for r in self.engine.registry.installed)
@@ -78,8 +80,16 @@ def runner(tmp_path_factory):
     r.close()
 
 
-def run_uid_processes(settings) -> list[str]:
-    """Every live process (zombies included) whose uid is in the run range."""
+def _range_and_ready(runner_or_settings):
+    settings = getattr(runner_or_settings, "settings", runner_or_settings)
+    ready = getattr(runner_or_settings, "ready_uids", set())
+    return settings, ready
+
+
+def run_uid_processes(runner_or_settings) -> list[str]:
+    """Every live process (zombies included) whose uid is in the run range,
+    except the standby children of uids idle slots hold for their next job."""
+    settings, ready = _range_and_ready(runner_or_settings)
     found = []
     lo, hi = settings.uid_base, settings.uid_base + settings.uid_count
     for pid in os.listdir("/proc"):
@@ -90,7 +100,7 @@ def run_uid_processes(settings) -> list[str]:
                 for line in f:
                     if line.startswith("Uid:"):
                         uid = int(line.split()[1])
-                        if lo <= uid < hi:
+                        if lo <= uid < hi and uid not in ready:
                             with open(f"/proc/{pid}/stat") as st:
                                 state = st.read().rsplit(")", 1)[1].split()[:2]
                             found.append(f"{pid} uid={uid} state={state[0]} ppid={state[1]}")
@@ -100,7 +110,33 @@ def run_uid_processes(settings) -> list[str]:
     return found
 
 
-def leftover_workdirs(settings) -> list[str]:
-    """Work dirs of uids in this test run's range (other Pesto processes may share the root)."""
+def leftover_workdirs(runner_or_settings) -> list[str]:
+    """Work dirs of uids in this test run's range (other Pesto processes may
+    share the root), except the empty ones idle slots hold for their next job."""
+    settings, ready = _range_and_ready(runner_or_settings)
     lo, hi = settings.uid_base, settings.uid_base + settings.uid_count
-    return [n for n in os.listdir(settings.sandbox_dir / "work") if n.isdigit() and lo <= int(n) < hi]
+    work = settings.sandbox_dir / "work"
+    left = []
+    for n in os.listdir(work):
+        if n.isdigit() and lo <= int(n) < hi:
+            if int(n) in ready and not os.listdir(work / n):
+                continue
+            left.append(n)
+    return left
+
+
+def find_run_process(settings, needle: str) -> int | None:
+    """The pid of a process in the run range whose command line contains needle."""
+    lo, hi = settings.uid_base, settings.uid_base + settings.uid_count
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if not lo <= os.stat(f"/proc/{pid}").st_uid < hi:
+                continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if needle.encode() in f.read():
+                    return int(pid)
+        except OSError:
+            continue
+    return None

@@ -270,7 +270,7 @@ def test_s4_writes_outside_workdir_fail_and_nothing_survives(runner):
     # A later run (any uid) sees none of it in its own work dir.
     r2 = runner.run("python", "import os; print(sorted(os.listdir('.')))")
     assert out(r2).strip() == "['main.py']", r2
-    assert leftover_workdirs(runner.settings) == []
+    assert leftover_workdirs(runner) == []
 
 
 # --- S5 processes -----------------------------------------------------------------
@@ -293,7 +293,7 @@ def test_s5_trap_orphans_setsid_double_fork_nohup_daemon_all_killed(runner):
     """)
     r = runner.run("python", code)
     assert out(r) == "parent exits\n", r
-    assert run_uid_processes(runner.settings) == []
+    assert run_uid_processes(runner) == []
 
 
 def test_s5_cannot_signal_or_ptrace_server_or_others(runner):
@@ -399,7 +399,7 @@ def test_s8_fork_and_thread_bombs_contained(runner, name):
     lang, code = FORK_BOMBS[name]
     r = runner.run(lang, code, run_timeout=1000)
     assert r.runtime.status in ("timeout", "error", "signal"), r
-    assert run_uid_processes(runner.settings) == []
+    assert run_uid_processes(runner) == []
     # The server and other runs keep working.
     assert out(runner.run("python", "print('ok')")) == "ok\n"
 

@@ -45,8 +45,8 @@ def test_500_runs_leave_no_process_uid_workdir_or_memory(runner):
     grown = rss_kib() - before
     print("statuses:", statuses, "RSS growth KiB:", grown)
     assert statuses.get("timeout", 0) >= 150 and statuses.get("ok", 0) >= 200
-    assert run_uid_processes(runner.settings) == []
-    assert leftover_workdirs(runner.settings) == []
+    assert run_uid_processes(runner) == []
+    assert leftover_workdirs(runner) == []
     # Every uid lock is free again: nothing is held by a lingering supervisor.
     import fcntl
     lock_dir = runner.settings.sandbox_dir / "locks"

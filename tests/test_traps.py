@@ -14,7 +14,7 @@ import pytest
 
 from pesto.engine import BASE_ENV
 from pesto.models import ExecuteRequest
-from tests.conftest import leftover_workdirs, run_uid_processes
+from tests.conftest import find_run_process, leftover_workdirs, run_uid_processes
 
 
 def out(r):
@@ -63,7 +63,7 @@ def test_trap_judge0_symlinks_planted_in_compile_stage(runner, root_target):
     async def scenario():
         sb = runner.engine.sandbox
         async with sb.session() as s:
-            wd = await s.prepare([("compile.py", plant), ("run.py", use)], 64 << 20)
+            wd = await s.prepare([("compile.py", plant), ("run.py", use)])
             r1 = await s.stage(stage_spec(wd, "compile.py"))
             r2 = await s.stage(stage_spec(wd, "run.py"))
         return r1, r2
@@ -76,7 +76,7 @@ def test_trap_judge0_symlinks_planted_in_compile_stage(runner, root_target):
     with open(target) as f:
         assert f.read() == "PRECIOUS"
     assert os.path.isdir(d) and os.stat(d).st_uid == 0
-    assert leftover_workdirs(runner.settings) == []
+    assert leftover_workdirs(runner) == []
 
 
 def test_trap_files_api_cannot_escape_workdir(runner):
@@ -148,7 +148,7 @@ def test_trap_zombie_flood_counts_and_is_reaped(runner):
     r = runner.run("python", code)
     assert "fork refused after" in out(r), r
     assert int(out(r).split()[3]) < 64
-    assert run_uid_processes(runner.settings) == []
+    assert run_uid_processes(runner) == []
 
 
 def test_trap_memory_spread_over_many_processes(runner):
@@ -200,14 +200,14 @@ def test_trap_supervisor_death_does_not_leak_the_run(runner):
         task = asyncio.ensure_future(runner.engine.execute(req, "doomed"))
         for _ in range(100):
             await asyncio.sleep(0.05)
-            if run_uid_processes(runner.settings):
+            program = find_run_process(runner.settings, "main.py")
+            if program:
                 break
-        procs = run_uid_processes(runner.settings)
-        assert procs, "the run never started"
+        assert program, "the run never started"
         # Walk up from the run (through a PID namespace's init, if any) to
         # the slot supervisor, the spawner's child.
         spawner = runner.engine.sandbox.spawner_pid
-        supervisor = int(procs[0].split()[0])
+        supervisor = program
         while _ppid(supervisor) != spawner:
             supervisor = _ppid(supervisor)
             assert supervisor > 1, "the run is not below the spawner"
@@ -220,10 +220,10 @@ def test_trap_supervisor_death_does_not_leak_the_run(runner):
     assert exc is not None and "slot died" in str(exc)
     runner.settle()
     deadline = time.monotonic() + 3
-    while run_uid_processes(runner.settings) and time.monotonic() < deadline:
+    while run_uid_processes(runner) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert run_uid_processes(runner.settings) == []
-    assert leftover_workdirs(runner.settings) == []
+    assert run_uid_processes(runner) == []
+    assert leftover_workdirs(runner) == []
     assert out(runner.run("python", "print('next')")) == "next\n"
 
 
@@ -244,7 +244,7 @@ def test_cancelling_a_job_kills_its_run(runner):
         task = asyncio.ensure_future(runner.engine.execute(req, "cancel-me"))
         for _ in range(100):
             await asyncio.sleep(0.05)
-            if run_uid_processes(runner.settings):
+            if find_run_process(runner.settings, "main.py"):
                 break
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -252,8 +252,8 @@ def test_cancelling_a_job_kills_its_run(runner):
     runner.loop.run_until_complete(scenario())
     runner.settle()
     deadline = time.monotonic() + 3
-    while (run_uid_processes(runner.settings) or leftover_workdirs(runner.settings)) \
+    while (run_uid_processes(runner) or leftover_workdirs(runner)) \
             and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert run_uid_processes(runner.settings) == []
-    assert leftover_workdirs(runner.settings) == []
+    assert run_uid_processes(runner) == []
+    assert leftover_workdirs(runner) == []

@@ -80,8 +80,8 @@ class Session:
             raise SandboxError(f"sandbox failure: {reply.get('error', 'cleanup failed')}")
         return reply
 
-    async def prepare(self, files: list[tuple[str, str]], disk_limit: int) -> str:
-        reply = await self._call({"op": "prepare", "disk_limit": disk_limit,
+    async def prepare(self, files: list[tuple[str, str]]) -> str:
+        reply = await self._call({"op": "prepare",
                                   "files": [{"name": n, "content": c} for n, c in files]})
         self.uid = reply["uid"]
         return reply["workdir"]
@@ -107,11 +107,12 @@ class Sandbox:
 
     @classmethod
     async def start(cls, *, uid_base: int, uid_count: int, sandbox_dir: str, slots: int,
-                    disable: tuple[str, ...] = ()) -> "Sandbox":
+                    disk_limit: int, disable: tuple[str, ...] = ()) -> "Sandbox":
         """Start the spawner (by exec), read its probe of the host, open the slots."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         cfg = json.dumps({"uid_base": uid_base, "uid_count": uid_count,
-                          "sandbox_dir": str(sandbox_dir), "disable": list(disable)})
+                          "sandbox_dir": str(sandbox_dir), "disable": list(disable),
+                          "disk_limit": disk_limit})
         proc = subprocess.Popen(
             [sys.executable, "-m", "pesto.sandbox.spawner", str(theirs.fileno()), cfg],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True,
@@ -192,20 +193,27 @@ class Sandbox:
             return
         self._idle.put_nowait(fresh)
 
-    async def settle(self) -> None:
-        """Wait until every idle slot has finished cleaning up its last job."""
+    async def settle(self) -> set[int]:
+        """Wait until every idle slot has finished cleaning up its last job.
+
+        Returns the uids the idle slots hold ready for their next job (each
+        with an empty work dir and a waiting standby child, no user code).
+        """
         await self.wait_idle()
         slots = [self._idle.get_nowait() for _ in range(self._idle.qsize())]
+        ready: set[int] = set()
         try:
             for slot in slots:
                 if not slot.dead:
                     try:
-                        await slot.call({"op": "sync"})
+                        ready.add((await slot.call({"op": "sync"})).get("standby_uid", -1))
                     except SandboxError:
                         pass
         finally:
             for slot in slots:
                 self._idle.put_nowait(slot)
+        ready.discard(-1)
+        return ready
 
     async def wait_idle(self) -> None:
         """Wait for background recycling (tests and shutdown)."""

@@ -31,6 +31,7 @@ class Context:
     uid_base: int
     uid_count: int
     work_root: str
+    disk_limit: int
     landlock_abi: int
     seccomp: kernel.SeccompProgram | None
     tmpfs: bool
@@ -110,7 +111,7 @@ def _probe_tmpfs(work_root: str) -> tuple[bool, str]:
 
 
 def probe(*, uid_base: int, uid_count: int, sandbox_dir: str,
-          disable: tuple[str, ...] = ()) -> Context:
+          disable: tuple[str, ...] = (), disk_limit: int = 64 << 20) -> Context:
     """Probe every layer once. Creates sandbox_dir/{locks,work} if needed."""
     work_root = os.path.join(sandbox_dir, "work")
     os.makedirs(sandbox_dir, mode=0o711, exist_ok=True)
@@ -156,6 +157,7 @@ def probe(*, uid_base: int, uid_count: int, sandbox_dir: str,
     layers["disk"] = Layer(tmpfs_ok, tmpfs_ok and "disk" not in disable, tmpfs_why)
 
     return Context(uid_base=uid_base, uid_count=uid_count, work_root=work_root,
+                   disk_limit=disk_limit,
                    landlock_abi=abi if ll_enabled else 0, seccomp=prog,
                    tmpfs=layers["disk"].enabled, namespaces=layers["namespaces"].enabled,
                    cgroups=cg, layers=layers)

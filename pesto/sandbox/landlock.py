@@ -83,7 +83,7 @@ def build_ruleset(abi: int, read_paths: list[str], write_paths: list[str]) -> in
             except FileNotFoundError:
                 continue
             try:
-                if not os.path.isdir(f"/proc/self/fd/{fd}"):
+                if not os.path.isdir(path):
                     allowed &= FILE_RIGHTS & handled
                 kernel.landlock_add_path(ruleset, allowed, fd)
             finally:
@@ -98,6 +98,7 @@ def allow_read(ruleset: int, path: str) -> None:
     """Add one read+exec rule to a ruleset (used by the child for its own /proc)."""
     fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     try:
-        kernel.landlock_add_path(ruleset, EXECUTE | READ_FILE | READ_DIR, fd)
+        allowed = EXECUTE | READ_FILE | (READ_DIR if os.path.isdir(path) else 0)
+        kernel.landlock_add_path(ruleset, allowed, fd)
     finally:
         os.close(fd)

@@ -119,13 +119,16 @@ def enter(uid: int, gid: int, tmp_size: int, writable: list[str]) -> None:
             raise OSError(e, f"mount_setattr({path}, rw): {os.strerror(e)}")
 
 
-def _close_all_except(*keep: int) -> None:
+def close_all_except(*keep: int) -> None:
     # A forked process that will not exec still holds every descriptor of
     # the supervisor (its socket to the server, the other ends of the
     # program's pipes): close them all, with close_range between the keepers.
+    # Never call closerange(n, n): CPython 3.11 turns closerange(0, 0) into
+    # close_range(0, UINT_MAX), which closes everything.
     low = 0
-    for fd in sorted(keep):
-        os.closerange(low, fd)
+    for fd in sorted(set(keep)):
+        if fd > low:
+            os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, 1 << 20)
 
@@ -145,11 +148,12 @@ def fork_init(status_fd: int) -> None:
     init = os.fork()
     if init:
         kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
-        _close_all_except()
+        close_all_except()
         _, status = os.waitpid(init, 0)
         os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + 9)
-    # init (PID 1).
+    # init (PID 1): dies with the caller, and so does the whole namespace.
     kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
+    kernel.prctl(kernel.PR_SET_PDEATHSIG, 9)
     # A /proc of this namespace, where the kernel allows it.
     try:
         kernel.mount("proc", "/proc", "proc", kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC)
@@ -159,7 +163,7 @@ def fork_init(status_fd: int) -> None:
     if program == 0:
         os.close(status_fd)
         return
-    _close_all_except(status_fd)
+    close_all_except(status_fd)
     utime = stime = 0.0
     maxrss = 0
     while True:

@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 
-from pesto.sandbox import context, supervisor
+from pesto.sandbox import context, kernel, supervisor
 
 
 def main(argv: list[str]) -> int:
@@ -24,11 +24,16 @@ def main(argv: list[str]) -> int:
     cfg = json.loads(argv[1])
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # a Ctrl-C is the server's to handle
     ctx = context.probe(uid_base=cfg["uid_base"], uid_count=cfg["uid_count"],
-                        sandbox_dir=cfg["sandbox_dir"], disable=tuple(cfg["disable"]))
+                        sandbox_dir=cfg["sandbox_dir"], disable=tuple(cfg["disable"]),
+                        disk_limit=cfg["disk_limit"])
     # Whatever a crashed predecessor left behind goes before the first job.
     supervisor.sweep_stale(os.path.join(cfg["sandbox_dir"], "locks"), ctx)
-    # Supervisors are never waited for: let the kernel reap them.
+    # Supervisors are never waited for: let the kernel reap them. As a
+    # subreaper the spawner also inherits (and so reaps) whatever a dead
+    # supervisor leaves behind, instead of leaving zombies to a PID 1 that
+    # may not reap.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 1)
     # Everything allocated so far is shared with every fork: keep the
     # collector from touching (and so copying) those pages in the children.
     gc.collect()

@@ -11,6 +11,7 @@ lock fd it holds is released only by its exit, i.e. after cleanup.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import resource
 import select
@@ -20,7 +21,9 @@ import socket
 import time
 from typing import Any
 
-from pesto.sandbox import child, kernel, landlock, protocol
+import attrs
+
+from pesto.sandbox import child, kernel, protocol
 from pesto.sandbox.context import Context
 from pesto.sandbox.uids import UidLeases
 
@@ -163,8 +166,36 @@ class ServerGone(Exception):
     """The server closed the slot's socket (shutdown or crash)."""
 
 
+@attrs.define
+class Standby:
+    """A child forked ahead of a stage, waiting on ctl_w for its spec."""
+    pid: int
+    ctl_w: int
+    stdin_w: int
+    out_r: int
+    err_r: int
+    report_r: int
+    status_r: int   # -1 without a PID namespace
+
+    def close(self) -> None:
+        for fd in (self.ctl_w, self.stdin_w, self.out_r, self.err_r, self.report_r, self.status_r):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.ctl_w = self.stdin_w = self.out_r = self.err_r = self.report_r = self.status_r = -1
+
+
 class Supervisor:
-    """One slot: serves jobs one after another, each under a freshly leased uid."""
+    """One slot: serves jobs one after another, each under a freshly leased uid.
+
+    Whatever does not depend on the request is done while the slot is idle,
+    after the previous reply: the next job's uid is leased, its work dir
+    made, and a standby child forked that has already dropped to the uid,
+    entered its namespaces and installed seccomp. A request then pays only
+    for writing its files, the last setup steps and exec.
+    """
 
     def __init__(self, sock: socket.socket, ctx: Context, slot: int) -> None:
         self.sock = sock
@@ -174,23 +205,33 @@ class Supervisor:
         self.uid = -1
         self.lock_fd = -1
         self.workdir: str | None = None
+        self.used = False               # the current job has been given to a request
+        self.standby: Standby | None = None
+        self.aborted = False
 
     # -- lifecycle --------------------------------------------------------
 
     def serve(self) -> None:
         """Answer requests until the server goes away; a job never outlives it."""
         try:
+            self.ready_next()
             while True:
                 msg = protocol.recv_blocking(self.sock)
                 if msg is None:
                     return
                 protocol.send_blocking(self.sock, self.handle(msg))
-                if msg.get("op") == "close":
+                # After the reply, off the request's path:
+                op = msg.get("op")
+                if op in ("close", "abort") or self.aborted:
+                    self.aborted = False
                     # Cleaned up after the reply: the result need not wait for
-                    # the namespaces' teardown. The uid stays locked (and the
-                    # slot busy with it) until this is done; if it fails, the
-                    # lock file stays dirty and the uid's next holder sweeps it.
+                    # the namespaces' teardown. The uid stays locked until this
+                    # is done; if it fails, the lock file stays dirty and the
+                    # uid's next holder sweeps it.
                     self.finish()
+                    self.ready_next()
+                elif op == "stage" and msg.get("more") and self.uid >= 0 and self.standby is None:
+                    self.standby = self._fork_standby()
         except (ServerGone, OSError):
             return
         finally:
@@ -206,19 +247,28 @@ class Supervisor:
             if op == "close":
                 return {"ok": True, "close": True}
             if op == "abort":
-                return {"ok": self.finish(), "abort": True}
+                return {"ok": True, "abort": True}
             if op == "sync":   # answered once everything before it is done
-                return {"ok": True}
+                return {"ok": True, "standby_uid": self.uid if not self.used else -1}
             if op == "sweep":
                 self.sweep_uid(int(msg["uid"]))
                 return {"ok": True}
             return {"ok": False, "error": f"unknown op {op!r}"}
-        except Aborted:
-            return {"ok": self.finish(), "abort": True}
+        except Aborted:   # mid-stage: the job ends, after the reply
+            self.aborted = True
+            return {"ok": True, "abort": True}
         except ServerGone:
             raise
         except Exception as exc:  # a sandbox failure: reported, never hidden
             return {"ok": False, "error": f"{op}: {exc!r}"}
+
+    def ready_next(self) -> None:
+        """Lease the next uid, make its work dir and its first standby child."""
+        try:
+            self._lease()
+            self.standby = self._fork_standby()
+        except Exception:
+            self.finish()   # prepare() will try again, and report what fails
 
     def finish(self) -> bool:
         """End the current job: kill what is left of its uid, remove every
@@ -227,6 +277,9 @@ class Supervisor:
             return True
         ok = True
         try:
+            if self.standby is not None:
+                self.standby.close()   # EOF on its control pipe: it exits
+                self.standby = None
             # As subreaper, every process of the uid is our descendant: when
             # none is left, none of the uid is (no unconditional kill needed).
             Reaper(self.uid).kill_and_reap()
@@ -238,7 +291,7 @@ class Supervisor:
         except Exception:
             ok = False   # the lock file stays "dirty": the next holder sweeps
         os.close(self.lock_fd)              # releases the uid
-        self.uid, self.lock_fd, self.workdir = -1, -1, None
+        self.uid, self.lock_fd, self.workdir, self.used = -1, -1, None, False
         return ok
 
     def sweep_uid(self, uid: int) -> None:
@@ -250,10 +303,9 @@ class Supervisor:
         finally:
             os.close(fd)
 
-    # -- prepare ----------------------------------------------------------
+    # -- the job's uid and work dir ------------------------------------------
 
-    def prepare(self, msg: dict[str, Any]) -> dict[str, Any]:
-        self.finish()   # defensive: a previous job the server forgot to close
+    def _lease(self) -> None:
         uid, lock_fd = self.uids.lease()
         self.uid, self.lock_fd = uid, lock_fd
         workdir = os.path.join(self.ctx.work_root, str(uid))
@@ -262,26 +314,34 @@ class Supervisor:
         if os.pread(lock_fd, 5, 0) == b"dirty" or os.path.lexists(workdir):
             sweep(uid, self.ctx)
         os.pwrite(lock_fd, b"dirty", 0)
-
         os.mkdir(workdir, 0o700)
         self.workdir = workdir
         if self.ctx.tmpfs:
             # A private size-limited tmpfs: the disk cap (fallocate included)
             # is the kernel's, and removal is one unmount.
-            size = int(msg["disk_limit"])
             kernel.mount("pesto", workdir, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV,
-                         f"size={size},nr_inodes=16384,mode=0700,uid={uid},gid={uid}")
+                         f"size={self.ctx.disk_limit},nr_inodes=16384,mode=0700,"
+                         f"uid={uid},gid={uid}")
         else:
             os.chown(workdir, uid, uid)
-        # Written as root into a directory no untrusted process has seen yet
-        # (it was created just now), so no planted link can redirect us.
-        dfd = os.open(workdir, os.O_DIRECTORY | os.O_NOFOLLOW)
+
+    def prepare(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if self.used:
+            self.finish()   # defensive: a previous job the server forgot to close
+        if self.uid < 0:
+            self._lease()
+        self.used = True
+        uid = self.uid
+        # Written as root into a directory in which no untrusted process has
+        # run (the standby child waiting there runs only our code), so no
+        # planted link can redirect us.
+        dfd = os.open(self.workdir, os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
             for f in msg["files"]:
                 self._write_file(dfd, f["name"], f["content"].encode(), uid)
         finally:
             os.close(dfd)
-        return {"ok": True, "uid": uid, "workdir": workdir}
+        return {"ok": True, "uid": uid, "workdir": self.workdir}
 
     @staticmethod
     def _write_file(dfd: int, name: str, data: bytes, uid: int) -> None:
@@ -313,10 +373,38 @@ class Supervisor:
 
     # -- one stage -------------------------------------------------------
 
+    def _fork_standby(self) -> Standby:
+        """Fork the child that will become the next stage's program."""
+        assert self.workdir is not None
+        stdin_r, stdin_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        ctl_r, ctl_w = os.pipe()
+        # With a PID namespace the program is a grandchild: its init reports
+        # how it ended (and its rusage) over this pipe, so that the stage ends
+        # when the program does, not when the namespaces are torn down.
+        st_r, st_w = os.pipe() if self.ctx.namespaces else (-1, -1)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                child.standby(uid=self.uid, gid=self.uid, workdir=self.workdir,
+                              ctl_fd=ctl_r, report_fd=rep_w,
+                              stdin_fd=stdin_r, stdout_fd=out_w, stderr_fd=err_w,
+                              landlock_abi=self.ctx.landlock_abi, seccomp=self.ctx.seccomp,
+                              namespaces={"tmp_size": self.ctx.disk_limit, "status_fd": st_w}
+                              if self.ctx.namespaces else None)
+        finally:
+            for fd in (stdin_r, out_w, err_w, rep_w, ctl_r, st_w):
+                if fd >= 0:
+                    os.close(fd)
+        return Standby(pid, ctl_w, stdin_w, out_r, err_r, rep_r, st_r)
+
     def stage(self, msg: dict[str, Any]) -> dict[str, Any]:
-        if self.workdir is None:
+        if self.workdir is None or not self.used:
             raise ValueError("stage before prepare")
-        uid = self.uid
+        sb = self.standby or self._fork_standby()
+        self.standby = None
         memory = int(msg["memory"])
         in_cgroup = self.ctx.cgroups.start_stage(memory)
         rlimits = [
@@ -332,53 +420,24 @@ class Supervisor:
         # Without a memory cgroup the rlimit is the limit; with one the cgroup
         # is exact, and RLIMIT_AS would only break runtimes that reserve.
         if not in_cgroup:
-            mode = msg["memory_mode"]
-            res = resource.RLIMIT_AS if mode == "address-space" else resource.RLIMIT_DATA
+            res = (resource.RLIMIT_AS if msg["memory_mode"] == "address-space"
+                   else resource.RLIMIT_DATA)
             rlimits.append((res, memory))
-
-        ruleset = None
-        if self.ctx.landlock_abi:
-            ruleset = landlock.build_ruleset(self.ctx.landlock_abi, msg.get("read_paths", []),
-                                             [self.workdir])
-        stdin_r, stdin_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        rep_r, rep_w = os.pipe()
-        # With a PID namespace the program is a grandchild: its init reports
-        # how it ended (and its rusage) over this pipe, so that the stage ends
-        # when the program does, not when the namespaces are torn down.
-        st_r, st_w = os.pipe() if self.ctx.namespaces else (-1, -1)
-        Reaper(uid).reap_exited()   # a previous stage's namespace may still be exiting
+        spec = json.dumps({"argv": msg["argv"], "env": msg["env"], "rlimits": rlimits,
+                           "read_paths": msg.get("read_paths", [])}).encode()
         start = time.monotonic()
         try:
-            pid = os.fork()
-            if pid == 0:
-                child.exec_child(argv=msg["argv"], env=msg["env"], cwd=self.workdir,
-                                 uid=uid, gid=uid, rlimits=rlimits,
-                                 stdin_fd=stdin_r, stdout_fd=out_w, stderr_fd=err_w,
-                                 report_fd=rep_w,
-                                 landlock_fd=ruleset, seccomp=self.ctx.seccomp,
-                                 namespaces={"tmp_size": int(msg["file_size"]),
-                                             "writable": [self.workdir], "status_fd": st_w}
-                                 if self.ctx.namespaces else None)
-        finally:
-            for fd in (stdin_r, out_w, err_w, rep_w):
-                os.close(fd)
-            if st_w >= 0:
-                os.close(st_w)
-            if ruleset is not None:
-                os.close(ruleset)
-        try:
-            # The report pipe is close-on-exec: EOF means exec succeeded.
-            report = _read_all(rep_r)
-        finally:
-            os.close(rep_r)
+            _write_all(sb.ctl_w, spec)
+        except OSError:
+            pass   # the standby died: its report (or its status) says why
+        os.close(sb.ctl_w)
+        sb.ctl_w = -1
+        # The report pipe is close-on-exec: EOF means exec succeeded.
+        report = _read_all(sb.report_r)
         if report:
-            os.waitpid(pid, 0)
             self.ctx.cgroups.finish_stage()
-            for fd in (stdin_w, out_r, err_r, st_r):
-                if fd >= 0:
-                    os.close(fd)
+            sb.close()
+            Reaper(self.uid).kill_and_reap()
             step, err, text = report.decode(errors="replace").split(":", 2)
             if step == "exec" and int(err) in (errno.ENOENT, errno.EACCES, errno.ENOEXEC):
                 # The program (e.g. a compile artefact) could not be executed:
@@ -388,11 +447,18 @@ class Supervisor:
                                exit_code=127, signal_no=None, reason=None, oom=False,
                                wall=time.monotonic() - start, cpu=0.0, peak=0, truncated=False)
             raise RuntimeError(f"sandbox setup failed at {step}: {text}")
-        return self._watch(pid, start, msg, stdin_w, out_r, err_r, st_r)
+        try:
+            return self._watch(sb, start, msg)
+        finally:
+            sb.close()
 
-    def _watch(self, pid: int, start: float, msg: dict[str, Any],
-               stdin_w: int, out_r: int, err_r: int, st_r: int) -> dict[str, Any]:
+
+    def _watch(self, sb: Standby, start: float, msg: dict[str, Any]) -> dict[str, Any]:
+        """Feed stdin, collect output under the cap, enforce the deadline,
+        notice the program's end (or an abort), and build the stage result.
+        sb's descriptors are left for its owner to close."""
         uid = self.uid
+        pid, out_r, err_r, st_r = sb.pid, sb.out_r, sb.err_r, sb.status_r
         deadline = start + int(msg["wall_ms"]) / 1000
         cap = int(msg["output_limit"])
         stdin = msg.get("stdin", "").encode()
@@ -412,11 +478,11 @@ class Supervisor:
         poller.register(pidfd, select.POLLIN)
         poller.register(self.sock.fileno(), select.POLLIN)
         if stdin:
-            os.set_blocking(stdin_w, False)
-            poller.register(stdin_w, select.POLLOUT)
+            os.set_blocking(sb.stdin_w, False)
+            poller.register(sb.stdin_w, select.POLLOUT)
         else:
-            os.close(stdin_w)
-            stdin_w = -1
+            os.close(sb.stdin_w)   # EOF at once for a program that reads
+            sb.stdin_w = -1
         open_pipes = 2
         end = None
         try:
@@ -452,16 +518,16 @@ class Supervisor:
                         if reaper.reap_exited():
                             kill_uid(uid)
                         continue
-                    if fd == stdin_w:
+                    if fd == sb.stdin_w:
                         try:
-                            n = os.write(stdin_w, stdin[:65536])
+                            n = os.write(sb.stdin_w, stdin[:65536])
                             stdin = stdin[n:]
-                        except (BrokenPipeError, OSError):
+                        except OSError:   # EPIPE: the program stopped reading
                             stdin = b""
                         if not stdin:
-                            poller.unregister(stdin_w)
-                            os.close(stdin_w)
-                            stdin_w = -1
+                            poller.unregister(sb.stdin_w)
+                            os.close(sb.stdin_w)
+                            sb.stdin_w = -1
                         continue
                     data = os.read(fd, READ_CHUNK)
                     if not data:
@@ -483,13 +549,8 @@ class Supervisor:
             self.ctx.cgroups.finish_stage()   # aborted: lift the stage's limit
             raise
         finally:
-            os.close(pidfd)
-            for fd in (out_r, err_r, stdin_w):
-                if fd >= 0:
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
+            if st_r < 0:
+                os.close(pidfd)
         wall = (end or time.monotonic()) - start
         if usage is None:
             reaper.kill_and_reap()

@@ -25,6 +25,7 @@ import asyncio
 import http.client
 import json
 import os
+import random
 import shutil
 import socket
 import statistics
@@ -196,15 +197,16 @@ def main() -> None:
             engine_once()
             client.execute()
         api, bare, direct = [], [], []
+        sides = [(bare, bare_once), (direct, engine_once), (api, client.execute)]
         for _ in range(args.n):
-            bare.append(bare_once())
-            direct.append(engine_once())
-            api.append(client.execute())
+            random.shuffle(sides)            # no side always runs right after another
+            for samples, once in sides:
+                samples.append(once())
         client.close()
         loop.run_until_complete(engine.close())
         loop.close()
         print(f"machine: {os.cpu_count()} CPUs; server workers: {args.workers or os.cpu_count()}")
-        print(f"latency ({args.n} each, alternating, one keep-alive connection)")
+        print(f"latency ({args.n} each, interleaved in random order, one keep-alive connection)")
         print(f"  bare python3 -c 'print(1)':  median {med(bare):7.2f} ms   p90 {p90(bare):7.2f} ms")
         print(f"  Engine.execute in-process:   median {med(direct):7.2f} ms   p90 {p90(direct):7.2f} ms")
         print(f"  POST /api/execute print(1):  median {med(api):7.2f} ms   p90 {p90(api):7.2f} ms")
