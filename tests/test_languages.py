@@ -483,7 +483,8 @@ def test_go_build_uses_the_prebuilt_std(runner):
     rt = installed("go")
     result = runner.run("go", rt.test_file.read_text())
     assert result.compile.status == "ok", detail(result)
-    assert result.compile.wall_time < 3000, f"compile took {result.compile.wall_time} ms"
+    # ~0.25 s warm here; a cold std build takes >= 10 s even on an idle machine.
+    assert result.compile.wall_time < 5000, f"compile took {result.compile.wall_time} ms"
 
 
 def test_go_prebuilt_std_is_not_writable_by_runs(runner):
