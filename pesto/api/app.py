@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import msgspec
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 
 import pesto
 from pesto.api.auth import RateLimiter
@@ -86,8 +87,12 @@ def create_app(settings: Settings) -> Litestar:
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="Pesto", version=pesto.__version__,
-                                     description="Self-hosted remote code execution engine"),
+        openapi_config=OpenAPIConfig(
+            title="Pesto", version=pesto.__version__,
+            description="Self-hosted remote code execution engine",
+            components=Components(security_schemes={"token": SecurityScheme(
+                type="apiKey", name="X-Pesto-Token", security_scheme_in="header",
+                description="created with `pesto token create --name NAME`")})),
         debug=False,
         logging_config=None,   # logging is the CLI's business (pesto serve)
     )

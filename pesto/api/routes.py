@@ -16,6 +16,8 @@ from litestar.params import FromPath
 
 from pesto.api.auth import RateLimiter, require_token
 from pesto.api.errors import error_response
+from pesto.api.schema import (ExecuteOperation, ExecuteResponse, Health, JobCreated, JobView, Pong,
+                              RuntimeList, errors, ok)
 from pesto.errors import (InvalidRequest, NotFound, PestoError, QuotaExceeded, RequestTooLarge,
                           ShuttingDown, UnsupportedMediaType)
 from pesto.models import ExecuteRequest, parse_request
@@ -25,6 +27,7 @@ from pesto.store import Job, JobStatus, Store, Token
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 JSON = "application/json"
+SECURITY = [{"token": []}]
 
 
 @attrs.define
@@ -95,7 +98,9 @@ async def _submit(request: Request[Any, Any, Any]):
 
 
 @post("/api/execute", guards=[require_token], status_code=200, summary="Run a program and wait",
-      description="Body as in API.md; answers the execute response.")
+      operation_class=ExecuteOperation, security=SECURITY,
+      responses={200: ok(ExecuteResponse, "the result of both stages"),
+                 **errors(400, 401, 409, 413, 415, 429, 500, 503)})
 async def execute(request: Request[Any, Any, Any]) -> Response[bytes]:
     services, entry = await _submit(request)
     outcome = await services.scheduler.wait(entry)
@@ -105,7 +110,9 @@ async def execute(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 @post("/api/jobs", guards=[require_token], status_code=202, summary="Queue a program",
-      description="Same body as /api/execute; answers 202 {id, status} and a Location header.")
+      description="Same body as /api/execute; answers at once with a Location header.",
+      operation_class=ExecuteOperation, security=SECURITY,
+      responses={202: ok(JobCreated, "accepted"), **errors(400, 401, 413, 415, 429, 503)})
 async def create_job(request: Request[Any, Any, Any]) -> Response[bytes]:
     _, entry = await _submit(request)
     status = "running" if entry.running_in_store else "queued"
@@ -132,13 +139,16 @@ async def _own_job(services: Services, job_id: str, token: Token) -> Job:
     return job
 
 
-@get("/api/jobs/{job_id:str}", guards=[require_token], summary="Fetch a job")
+@get("/api/jobs/{job_id:str}", guards=[require_token], summary="Fetch a job", security=SECURITY,
+     responses={200: ok(JobView, "the job"), **errors(401, 404, 429)})
 async def get_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> Response[bytes]:
     services = _services(request)
     return _json(_job_body(await _own_job(services, job_id, request.state.token)))
 
 
-@delete("/api/jobs/{job_id:str}", guards=[require_token], status_code=200, summary="Cancel a job")
+@delete("/api/jobs/{job_id:str}", guards=[require_token], status_code=200, summary="Cancel a job",
+        description="Cancels a queued or running job; answers the job as it now stands.",
+        security=SECURITY, responses={200: ok(JobView, "the job"), **errors(401, 404, 429)})
 async def cancel_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> Response[bytes]:
     services = _services(request)
     token: Token = request.state.token
@@ -147,17 +157,19 @@ async def cancel_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> 
     return _json(_job_body(await _own_job(services, job_id, token)))
 
 
-@get(["/api/runtimes", "/api/list-runtimes"], summary="Installed languages")
+@get(["/api/runtimes", "/api/list-runtimes"], summary="Installed languages",
+     responses={200: ok(RuntimeList, "installed runtimes")})
 async def runtimes(request: Request[Any, Any, Any]) -> Response[bytes]:
     return _json(_services(request).runtimes)
 
 
-@get("/api/ping", summary="Liveness")
+@get("/api/ping", summary="Liveness", responses={200: ok(Pong, "always OK")})
 async def ping() -> Response[bytes]:
     return _json(b'{"message":"OK"}')
 
 
-@get("/healthz", summary="Readiness: 200 while the server accepts work")
+@get("/healthz", summary="Readiness: 200 while the server accepts work",
+     responses={200: ok(Health, "accepting work"), **errors(503)})
 async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
     scheduler = _services(request).scheduler
     if scheduler.accepting:

@@ -1,0 +1,128 @@
+"""The wire shapes, for the OpenAPI document only.
+
+Requests are parsed by `pesto.models.parse_request` and results serialised
+by its converter; these msgspec Structs describe the same JSON to Litestar's
+schema generator (camelCase like the wire). `tests/api/test_openapi.py`
+checks that they agree with the converter's output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import msgspec
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+
+
+class StageDoc(msgspec.Struct, rename="camel"):
+    stdout: str
+    stderr: str
+    output: str
+    exit_code: int
+    signal: str | None
+    status: Literal["ok", "error", "signal", "timeout", "memory", "output", "skipped"]
+    wall_time: int
+    cpu_time: int
+    memory: int
+    truncated: bool
+
+
+class ExecuteResponse(msgspec.Struct, rename="camel"):
+    id: str
+    language: str
+    version: str
+    compile: StageDoc
+    runtime: StageDoc
+
+
+class JobCreated(msgspec.Struct):
+    id: str
+    status: Literal["queued", "running"]
+
+
+class ErrorBody(msgspec.Struct):
+    code: str
+    message: str
+    details: list[str] | None = None
+
+
+class JobError(msgspec.Struct):
+    code: str
+    message: str
+
+
+class JobView(msgspec.Struct, rename="camel"):
+    id: str
+    status: Literal["queued", "running", "completed", "failed", "cancelled"]
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    result: ExecuteResponse | None
+    error: JobError | None
+
+
+class RuntimeDoc(msgspec.Struct):
+    language: str
+    version: str
+    aliases: list[str]
+    compiled: bool
+
+
+class RuntimeList(msgspec.Struct):
+    runtime: list[RuntimeDoc]
+
+
+class Pong(msgspec.Struct):
+    message: str
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+def _s(kind: OpenAPIType, description: str, **kw) -> Schema:
+    return Schema(type=kind, description=description, **kw)
+
+
+_FILE = Schema(type=OpenAPIType.OBJECT, required=["name", "code"], properties={
+    "name": _s(OpenAPIType.STRING, "plain relative path: no '..', no absolute path, no NUL"),
+    "code": _s(OpenAPIType.STRING, "file content"),
+    "entrypoint": _s(OpenAPIType.BOOLEAN, "run this file (default: the first)"),
+})
+
+EXECUTE_REQUEST = Schema(
+    type=OpenAPIType.OBJECT, required=["language"], additional_properties=False,
+    description="Give exactly one of `code` and `files`. Limits out of range are a 400.",
+    properties={
+        "language": _s(OpenAPIType.STRING, "name or alias, case-insensitive"),
+        "version": _s(OpenAPIType.STRING, "exact version, a prefix, or 'latest' (default)"),
+        "code": _s(OpenAPIType.STRING, "the program, written to the language's default file"),
+        "files": Schema(type=OpenAPIType.ARRAY, items=_FILE, max_items=20),
+        "stdin": _s(OpenAPIType.STRING, "standard input (default empty)"),
+        "args": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING)),
+        "compileTimeout": _s(OpenAPIType.INTEGER, "ms, 1..30000, default 5000"),
+        "runTimeout": _s(OpenAPIType.INTEGER, "ms, 1..30000, default 5000"),
+        "memoryLimit": _s(OpenAPIType.INTEGER, "bytes, 1 MiB..512 MiB, default 128 MiB"),
+    })
+
+
+@dataclass
+class ExecuteOperation(Operation):
+    """The handlers read the raw body themselves (to map every failure to our
+    error codes), so the request body is declared here for the document."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True, content={"application/json": OpenAPIMediaType(schema=EXECUTE_REQUEST)})
+
+
+def errors(*statuses: int) -> dict[int, ResponseSpec]:
+    return {status: ResponseSpec(ErrorBody, generate_examples=False,
+                                 description="error: {code, message[, details]}")
+            for status in statuses}
+
+
+def ok(container: type, description: str) -> ResponseSpec:
+    return ResponseSpec(container, generate_examples=False, description=description)
