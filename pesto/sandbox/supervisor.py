@@ -208,6 +208,7 @@ class Supervisor:
         self.used = False               # the current job has been given to a request
         self.standby: Standby | None = None
         self.aborted = False
+        self.exiting: list[int] = []   # pidfds of stage processes whose namespaces are being torn down
 
     # -- lifecycle --------------------------------------------------------
 
@@ -282,6 +283,9 @@ class Supervisor:
                 self.standby = None
             # As subreaper, every process of the uid is our descendant: when
             # none is left, none of the uid is (no unconditional kill needed).
+            for pidfd in self.exiting:
+                os.close(pidfd)
+            self.exiting.clear()
             Reaper(self.uid).kill_and_reap()
             if self.workdir:
                 _remove_tree(self.workdir)
@@ -403,6 +407,9 @@ class Supervisor:
     def stage(self, msg: dict[str, Any]) -> dict[str, Any]:
         if self.workdir is None or not self.used:
             raise ValueError("stage before prepare")
+        # A previous stage's namespaces may still be exiting: their memory
+        # must be gone before this stage's baseline is taken.
+        self._wait_exiting()
         sb = self.standby or self._fork_standby()
         self.standby = None
         memory = int(msg["memory"])
@@ -451,6 +458,18 @@ class Supervisor:
             return self._watch(sb, start, msg)
         finally:
             sb.close()
+            if self.ctx.namespaces:
+                # Its init has ended the program; the namespaces are being
+                # torn down as its outer process exits. A pidfd (immune to
+                # pid reuse) tells when that is done; reaping is finish()'s.
+                self.exiting.append(os.pidfd_open(sb.pid))
+
+    def _wait_exiting(self) -> None:
+        """Wait until the outer processes of earlier stages have exited."""
+        for pidfd in self.exiting:
+            select.select([pidfd], [], [], 5)
+            os.close(pidfd)
+        self.exiting.clear()
 
 
     def _watch(self, sb: Standby, start: float, msg: dict[str, Any]) -> dict[str, Any]:
