@@ -176,6 +176,7 @@ class Standby:
     err_r: int
     report_r: int
     status_r: int   # -1 without a PID namespace
+    pidfd: int      # of pid, opened at fork: immune to pid reuse; its owner closes it
 
     def close(self) -> None:
         for fd in (self.ctl_w, self.stdin_w, self.out_r, self.err_r, self.report_r, self.status_r):
@@ -402,7 +403,7 @@ class Supervisor:
             for fd in (stdin_r, out_w, err_w, rep_w, ctl_r, st_w):
                 if fd >= 0:
                     os.close(fd)
-        return Standby(pid, ctl_w, stdin_w, out_r, err_r, rep_r, st_r)
+        return Standby(pid, ctl_w, stdin_w, out_r, err_r, rep_r, st_r, os.pidfd_open(pid))
 
     def stage(self, msg: dict[str, Any]) -> dict[str, Any]:
         if self.workdir is None or not self.used:
@@ -444,6 +445,7 @@ class Supervisor:
         if report:
             self.ctx.cgroups.finish_stage()
             sb.close()
+            os.close(sb.pidfd)
             Reaper(self.uid).kill_and_reap()
             step, err, text = report.decode(errors="replace").split(":", 2)
             if step == "exec" and int(err) in (errno.ENOENT, errno.EACCES, errno.ENOEXEC):
@@ -460,9 +462,11 @@ class Supervisor:
             sb.close()
             if self.ctx.namespaces:
                 # Its init has ended the program; the namespaces are being
-                # torn down as its outer process exits. A pidfd (immune to
-                # pid reuse) tells when that is done; reaping is finish()'s.
-                self.exiting.append(os.pidfd_open(sb.pid))
+                # torn down as its outer process exits. Its pidfd tells when
+                # that is done; reaping is finish()'s.
+                self.exiting.append(sb.pidfd)
+            else:
+                os.close(sb.pidfd)
 
     def _wait_exiting(self) -> None:
         """Wait until the outer processes of earlier stages have exited."""
@@ -482,7 +486,7 @@ class Supervisor:
         cap = int(msg["output_limit"])
         stdin = msg.get("stdin", "").encode()
         # How the program's end is seen: its init's report, or its pidfd.
-        pidfd = st_r if st_r >= 0 else os.pidfd_open(pid)
+        pidfd = st_r if st_r >= 0 else sb.pidfd
         usage = None   # (cpu seconds, max rss bytes) from the init's report
         reaper = Reaper(uid)
         bufs = {out_r: bytearray(), err_r: bytearray()}
@@ -567,9 +571,6 @@ class Supervisor:
         except BaseException:
             self.ctx.cgroups.finish_stage()   # aborted: lift the stage's limit
             raise
-        finally:
-            if st_r < 0:
-                os.close(pidfd)
         wall = (end or time.monotonic()) - start
         if usage is None:
             reaper.kill_and_reap()
