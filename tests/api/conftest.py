@@ -29,9 +29,18 @@ from pesto.store import Store
 REPO = Path(__file__).resolve().parents[2]
 PY = {"language": "python"}
 
+# Uids of this test session's own (below tests/conftest.py's blocks), so that
+# leak checks never see another Pesto on this host: in-process apps use the
+# first 80, the S12 server the next 40, the kill -9 servers the last 40.
+API_UID_BASE = 60000 + (os.getpid() % 6) * 160
+APP_UIDS = (API_UID_BASE, 80)
+S12_UIDS = (API_UID_BASE + 80, 40)
+RESTART_UIDS = (API_UID_BASE + 120, 40)
+
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"workers": 4, "queue_size": 50, "shutdown_timeout": 5.0}
+    values: dict[str, Any] = {"workers": 4, "queue_size": 50, "shutdown_timeout": 5.0,
+                              "uid_base": APP_UIDS[0], "uid_count": APP_UIDS[1]}
     values.update(overrides)
     return load_settings(env={}, data_dir=str(data_dir), **values)
 
@@ -162,15 +171,16 @@ def pesto_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
 class Server:
     """A real `pesto serve` subprocess on a free port."""
 
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(self, data_dir: Path, *extra: str, uids: tuple[int, int] = RESTART_UIDS) -> None:
         self.data_dir = data_dir
+        env = {**os.environ, "PESTO_UID_BASE": str(uids[0]), "PESTO_UID_COUNT": str(uids[1])}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(data_dir.parent / f"serve-{self.port}.log", "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pesto.api.cli", "serve", "--data-dir", str(data_dir),
              "--host", "127.0.0.1", "--port", str(self.port), *extra],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env=os.environ.copy())
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         deadline = time.monotonic() + 30
         while True:
             try:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import PY, Api, add_token, assert_error, revoke, running_app
+from tests.api.conftest import PY, Api, add_token, assert_error, revoke, running_app
 
 HELLO = {**PY, "code": "print(1)"}
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import PY, Api, Server, add_token, assert_error, wait_uids_free
+from tests.api.conftest import (PY, S12_UIDS, Api, Server, add_token, assert_error,
+                                wait_uids_free)
 
 HELLO = {**PY, "code": "print(1)"}
 
@@ -117,8 +118,6 @@ def test_s11_huge_bodies(api: Api) -> None:
 
 # --- S12 ------------------------------------------------------------------------
 
-S12_UID_BASE = 63000 + (os.getpid() % 50) * 40
-S12_UID_COUNT = 40
 
 
 def _hostile_requests(token: str) -> list[tuple[str, dict, bytes, int | tuple[int, ...]]]:
@@ -149,13 +148,7 @@ def _hostile_requests(token: str) -> list[tuple[str, dict, bytes, int | tuple[in
 def test_s12_hundred_concurrent_mixed_requests(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     token = add_token(data_dir, "s12")
-    env_backup = dict(os.environ)
-    os.environ.update({"PESTO_UID_BASE": str(S12_UID_BASE), "PESTO_UID_COUNT": str(S12_UID_COUNT)})
-    try:
-        server = Server(data_dir, "--workers", "4", "--log-level", "warning")
-    finally:
-        os.environ.clear()
-        os.environ.update(env_backup)
+    server = Server(data_dir, "--workers", "4", "--log-level", "warning", uids=S12_UIDS)
     try:
         hostile = _hostile_requests(token)
         plan: list[tuple[str, dict, bytes, object]] = []
@@ -208,4 +201,4 @@ def test_s12_hundred_concurrent_mixed_requests(tmp_path: Path) -> None:
     finally:
         server.stop()
     # No uid leak: every lease of our range is released and its work dir gone.
-    assert wait_uids_free(Path("/var/lib/pesto-sandbox"), S12_UID_BASE, S12_UID_COUNT) == []
+    assert wait_uids_free(Path("/var/lib/pesto-sandbox"), *S12_UIDS) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from conftest import PY, Api
+from tests.api.conftest import PY, Api
 from pesto.api.schema import ExecuteResponse, JobCreated, JobView, RuntimeList
 
 

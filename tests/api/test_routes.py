@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 import time
 
-from conftest import PY, Api, add_token, assert_error
+from tests.api.conftest import PY, Api, add_token, assert_error
 
 HELLO = {**PY, "code": "print('Hello World')"}
 STAGE_FIELDS = {"stdout", "stderr", "output", "exitCode", "signal", "status", "wallTime",
@@ -75,7 +75,7 @@ def test_async_job_lifecycle(api: Api) -> None:
 
 
 def test_cancel_running_and_queued_jobs(data_dir) -> None:
-    from conftest import running_app
+    from tests.api.conftest import running_app
 
     with running_app(data_dir, workers=1) as api:
         slow = {**PY, "code": "import time; time.sleep(20)", "runTimeout": 25000}

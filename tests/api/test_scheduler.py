@@ -6,7 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from conftest import make_settings
+from tests.api.conftest import make_settings
 from pesto.engine import Engine
 from pesto.models import parse_request
 from pesto.scheduler import Scheduler
