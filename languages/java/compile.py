@@ -1,7 +1,9 @@
+#!/usr/bin/python3 -IS
 """Compile stage for Java: any public class name, not only Main.
 
-Run by the engine inside the compile sandbox as
-    python3 -I -S compile.py FILE MEMORY_MB
+Installed by install.sh as /opt/pesto/runtimes/java/compile.py and run by
+the engine inside the compile sandbox as
+    compile.py FILE MEMORY_MB
 in the work dir. The source is only read and scanned here, never put on a
 shell command line: javac gets it as an argv element.
 

@@ -19,6 +19,9 @@ if ! [ -x "$jdk/bin/javac" ] || ! matches; then
   mkdir -p /usr/share/man/man1
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openjdk-17-jdk-headless
 fi
+# The compile and run wrappers (always refreshed: they are this folder's code).
+mkdir -p "$dest"
+install -m 755 "$(dirname "$0")/compile.py" "$(dirname "$0")/run.sh" "$dest/"
 version=$("$jdk/bin/java" -Xshare:auto -version 2>&1 | head -n1)
 if [ "$(cat "$dest/javac.jsa.version" 2>/dev/null)" != "$version" ]; then
   tmp=$(mktemp -d)
