@@ -537,8 +537,10 @@ class Supervisor:
                             _, status, ru = os.wait4(pid, 0)
                         end = end or time.monotonic()
                         poller.unregister(pidfd)
-                        # The stage ends with its main process: nothing else survives it.
-                        if reaper.reap_exited():
+                        # The stage ends with its main process: nothing else
+                        # survives it. In a PID namespace the kernel sees to
+                        # that (init has exited); otherwise we do.
+                        if st_r < 0 and reaper.reap_exited():
                             kill_uid(uid)
                         continue
                     if fd == sb.stdin_w:
