@@ -107,7 +107,12 @@ class Scheduler:
         return {"running": self._running, "queued": self._queued, "workers": self.workers,
                 "queueSize": self.queue_size, "tracked": len(self._entries)}
 
-    def _retry_after(self) -> int:
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def retry_after(self) -> int:
+        """Seconds a client should wait before trying again when the queue is full."""
         wait = self._avg_run * (1 + self._queued / self.workers)
         return max(1, min(60, math.ceil(wait)))
 
@@ -128,7 +133,7 @@ class Scheduler:
         start_now = self._running < self.workers and self._queued == 0
         if not start_now and self._queued >= self.queue_size:
             raise QueueFull(f"the server's queue is full ({self.queue_size} jobs); retry later",
-                            retry_after=self._retry_after())
+                            retry_after=self.retry_after())
         # Book the slot or queue place before the first await, so concurrent
         # submits cannot overbook.
         entry = _Entry(job_id=job_id, request=request, token_id=token.id, token_name=token.name,

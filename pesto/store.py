@@ -16,10 +16,13 @@ import datetime as dt
 import enum
 import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import aiosqlite
 import attrs
+
+from pesto.errors import ConfigError
 
 DB_NAME = "pesto.sqlite3"
 
@@ -133,6 +136,25 @@ def _job(row: sqlite3.Row | tuple) -> Job:
                error=row[8])
 
 
+def _private_dir(data_dir: Path) -> None:
+    """Make sure data_dir exists with mode 0700.
+
+    A new or Pesto-only directory is made 0700; an existing directory holding
+    other files is never chmod-ed behind the operator's back (think
+    `--data-dir /tmp`): it must already be private, else ConfigError.
+    """
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(data_dir.stat().st_mode)
+    if mode == 0o700:
+        return
+    ours = {DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", DB_NAME + "-journal"}
+    if all(entry.name in ours for entry in data_dir.iterdir()):
+        os.chmod(data_dir, 0o700)    # mkdir's mode was masked by umask, or an old dir of ours
+        return
+    raise ConfigError(f"data dir {data_dir} has mode {mode:o} and holds other files; "
+                      "make it private (chmod 700) or choose a directory of its own")
+
+
 class Store:
     """Async access to the SQLite file. Open with `await Store.open(data_dir)`."""
 
@@ -144,12 +166,12 @@ class Store:
     async def open(cls, data_dir: Path) -> "Store":
         """Create the data dir (0700) and the database if needed, migrate, return the store.
 
-        Raises OSError when the directory cannot be made private, and
-        RuntimeError when the database is newer than this code.
+        Raises ConfigError when the directory is shared and not private,
+        OSError when it cannot be made, and RuntimeError when the database is
+        newer than this code.
         """
         data_dir = Path(data_dir)
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(data_dir, 0o700)   # mkdir's mode is masked by umask and ignored if it existed
+        _private_dir(data_dir)
         path = data_dir / DB_NAME
         db = await aiosqlite.connect(path, isolation_level=None)
         try:

@@ -28,11 +28,14 @@ def _positive(text: str) -> int:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="directory of the SQLite file (default /var/lib/pesto)")
-    parser.add_argument("--config", help="a pesto.toml file (default: $PESTO_CONFIG)")
+    # SUPPRESS: not given here, `pesto --config FILE serve` (the main parser's) still counts.
+    parser.add_argument("--config", default=argparse.SUPPRESS,
+                        help="a pesto.toml file (default: $PESTO_CONFIG)")
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
-    return load_settings(config_file=args.config, data_dir=args.data_dir, **overrides)
+    return load_settings(config_file=getattr(args, "config", None), data_dir=args.data_dir,
+                         **overrides)
 
 
 def add_commands(subparsers: Any) -> None:

@@ -18,8 +18,8 @@ from pesto.api.auth import RateLimiter, require_token
 from pesto.api.errors import error_response
 from pesto.api.schema import (ExecuteOperation, ExecuteResponse, Health, JobCreated, JobView, Pong,
                               RuntimeList, errors, ok)
-from pesto.errors import (InvalidRequest, NotFound, PestoError, QuotaExceeded, RequestTooLarge,
-                          ShuttingDown, UnsupportedMediaType)
+from pesto.errors import (InvalidRequest, NotFound, PestoError, QueueFull, QuotaExceeded,
+                          RequestTooLarge, ShuttingDown, UnsupportedMediaType)
 from pesto.models import ExecuteRequest, parse_request
 from pesto.scheduler import Scheduler
 from pesto.store import Job, JobStatus, Store, Token
@@ -174,8 +174,10 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
     scheduler = _services(request).scheduler
     if scheduler.accepting:
         return _json(b'{"status":"ok"}')
-    return error_response(ShuttingDown("the server is shutting down or its queue is full",
-                                       retry_after=5))
+    if scheduler.closing:
+        return error_response(ShuttingDown("the server is shutting down", retry_after=5))
+    return error_response(QueueFull("every worker is busy and the queue is full",
+                                    retry_after=scheduler.retry_after()))
 
 
 ROUTES = [execute, create_job, get_job, cancel_job, runtimes, ping, healthz]

@@ -209,3 +209,26 @@ def test_sigterm_lets_running_jobs_finish_and_keeps_queued_ones(tmp_path: Path) 
     # One INFO line per job, never the token nor the program's output.
     assert f"job {queued} token=graceful language=Python" in log
     assert secret not in log and "finished\n" not in log.replace(f"job {running}", "")
+
+
+def test_a_shared_data_dir_is_refused_not_chmod_ed(tmp_path: Path) -> None:
+    from pesto.errors import ConfigError
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    (shared / "someone-else.txt").write_text("x")
+
+    async def open_it() -> None:
+        store = await Store.open(shared)
+        await store.close()
+
+    try:
+        asyncio.run(open_it())
+    except ConfigError as exc:
+        assert "chmod 700" in exc.message
+    else:
+        raise AssertionError("a shared data dir was accepted")
+    assert oct(os.stat(shared).st_mode & 0o777) == "0o755"
+    proc = pesto_cli("token", "list", "--data-dir", str(shared), check=False)
+    assert proc.returncode == 2 and "chmod 700" in proc.stderr
