@@ -97,6 +97,13 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (not its children)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -215,12 +222,16 @@ def main() -> None:
         print(f"    of which HTTP/auth/store:  {med(api) - med(direct):+7.2f} ms")
 
         clients = [Client(port, token) for _ in range(args.clients)]
+        cpu_before = cpu_seconds(proc.pid)
         api_rate = parallel(args.clients, args.throughput_runs, lambda i: clients[i].execute())
+        server_cpu = (cpu_seconds(proc.pid) - cpu_before) / args.throughput_runs
         bare_rate = parallel(args.clients, args.throughput_runs, lambda i: bare_once())
         print(f"throughput ({args.clients} clients, {args.throughput_runs} runs each side)")
         print(f"  bare parallel:               {bare_rate:7.1f} runs/s")
         print(f"  POST /api/execute:           {api_rate:7.1f} runs/s")
         print(f"  ratio:                       {api_rate / bare_rate:7.2f}        (goal >= 0.75)")
+        print(f"  server process CPU per request: {server_cpu * 1000:.2f} ms "
+              "(HTTP, auth, store, scheduler and the engine's client side)")
 
         if args.rss_requests:
             print(f"memory over {args.rss_requests} more requests ({args.clients} clients)")
