@@ -115,8 +115,9 @@ async def execute(request: Request[Any, Any, Any]) -> Response[bytes]:
       responses={202: ok(JobCreated, "accepted"), **errors(400, 401, 413, 415, 429, 503)})
 async def create_job(request: Request[Any, Any, Any]) -> Response[bytes]:
     _, entry = await _submit(request)
-    status = "running" if entry.running_in_store else "queued"
-    return _json({"id": entry.job_id, "status": status}, 202,
+    # API.md fixes the answer as "queued" (accepted, not yet done); a job that
+    # found a free slot is already `running` by the time it is fetched.
+    return _json({"id": entry.job_id, "status": "queued"}, 202,
                  {"Location": f"/api/jobs/{entry.job_id}"})
 
 

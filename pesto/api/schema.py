@@ -39,7 +39,7 @@ class ExecuteResponse(msgspec.Struct, rename="camel"):
 
 class JobCreated(msgspec.Struct):
     id: str
-    status: Literal["queued", "running"]
+    status: Literal["queued"]
 
 
 class ErrorBody(msgspec.Struct):
