@@ -84,6 +84,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except PestoError as exc:
         print(f"pesto serve: {exc.message}", file=sys.stderr)
         return 2
+    try:
+        # Open (create, migrate) the store once up front, so that a bad data dir
+        # is one clear line here rather than a traceback from the lifespan.
+        asyncio.run(_with_store(settings, lambda store: store.schema_version()))
+    except (PestoError, OSError, RuntimeError) as exc:
+        print(f"pesto serve: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 2
     level = getattr(logging, args.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pesto").setLevel(level)
