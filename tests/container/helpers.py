@@ -145,8 +145,18 @@ def run_json(api: httpx.Client, language: str, code: str, **fields: Any) -> Any:
     return json.loads(stdout.splitlines()[-1])
 
 
-def run_uid_processes(ctr: Container, uid_min: int = 61000, uid_max: int = 61999) -> list[str]:
-    """`ps` lines of processes owned by a run uid (zombies included)."""
-    out = ctr.exec("ps", "-eo", "uid=,pid=,stat=,args=").stdout
+def run_uids(ctr: Container) -> range:
+    """The uid range the server in the container hands to runs."""
+    env = dict(line.split("=", 1) for line in ctr.exec("env").stdout.splitlines() if "=" in line)
+    base = int(env.get("PESTO_UID_BASE", 61000))
+    return range(base, base + int(env.get("PESTO_UID_COUNT", 1000)))
+
+
+def run_uid_processes(ctr: Container, uids: range | None = None) -> list[str]:
+    """`ps` lines of processes owned by run uids (zombies included), except the
+    engine's own pre-forked stand-bys (which take their next uid in advance)."""
+    uids = uids if uids is not None else run_uids(ctr)
+    out = ctr.exec("ps", "-eo", "uid=,pid=,ppid=,stat=,args=").stdout
     return [line for line in out.splitlines()
-            if line.split() and uid_min <= int(line.split()[0]) <= uid_max]
+            if line.split() and int(line.split()[0]) in uids
+            and "pesto.sandbox.spawner" not in line]

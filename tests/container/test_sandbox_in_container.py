@@ -24,12 +24,13 @@ def _requested_languages() -> list[str]:
     return sorted(x for x in LANGUAGES.split(",") if x)
 
 
-def _wait_no_run_processes(ctr: Container, timeout: float = 5.0) -> list[str]:
+def _wait_no_run_processes(ctr: Container, uids: range | None = None,
+                           timeout: float = 5.0) -> list[str]:
     deadline = time.monotonic() + timeout
-    left = run_uid_processes(ctr)
+    left = run_uid_processes(ctr, uids)
     while left and time.monotonic() < deadline:
         time.sleep(0.2)
-        left = run_uid_processes(ctr)
+        left = run_uid_processes(ctr, uids)
     return left
 
 
@@ -289,6 +290,7 @@ def test_nothing_written_survives_a_run(container: Container, api: httpx.Client,
 
 PY_ORPHANS = r'''
 import os, signal, time
+print("uid", os.getuid(), flush=True)
 # double fork + setsid, stdio closed: a classic daemon
 if os.fork() == 0:
     os.setsid()
@@ -312,6 +314,7 @@ C_ORPHANS = r'''
 #include <stdlib.h>
 #include <unistd.h>
 int main(void) {
+    printf("uid %d\n", (int)getuid());
     puts("parent done");
     fflush(stdout);
     if (daemon(0, 0) == 0)
@@ -327,14 +330,18 @@ def test_no_process_survives_a_run(language: str, code: str, container: Containe
     if language not in image_languages:
         pytest.skip(f"{language} is not in the image")
     result = execute(api, language, code, runTimeout=5000)
-    assert "parent done" in result["runtime"]["stdout"], json.dumps(result)[:2000]
-    left = _wait_no_run_processes(container)
-    assert left == [], f"processes of the run outlived it: {left}"
-    # PID 1 (tini) reaps what was re-parented to it: no zombie stays.
+    stdout = result["runtime"]["stdout"]
+    assert "parent done" in stdout, json.dumps(result)[:2000]
+    uid = int(stdout.split("uid ", 1)[1].split()[0])
+    # Nothing of the run's uid is left, zombies included (those re-parented to
+    # PID 1 are tini's to reap; a uid is free only when it has no process).
+    left = _wait_no_run_processes(container, range(uid, uid + 1))
+    assert left == [], f"processes of the run (uid {uid}) outlived it: {left}"
     deadline = time.monotonic() + 5
-    while (zombies := _zombies(container)) and time.monotonic() < deadline:
+    while (zombies := [z for z in _zombies(container) if z.split()[2] == "1"]) \
+            and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert zombies == [], f"zombies not reaped: {zombies}"
+    assert zombies == [], f"orphan zombies PID 1 did not reap: {zombies}"
 
 
 # --- S8 fork and thread bombs ---------------------------------------------
