@@ -421,16 +421,26 @@ class Supervisor:
             (resource.RLIMIT_NPROC, int(msg["processes"])),
             (resource.RLIMIT_FSIZE, int(msg["file_size"])),
             (resource.RLIMIT_NOFILE, int(msg["open_files"])),
-            (resource.RLIMIT_STACK, min(memory, 64 << 20)),
+            # glibc sizes every new thread's stack from this: 8 MiB, Linux's
+            # usual default (64 MiB kept BEAM and Node from starting threads
+            # under a data limit).
+            (resource.RLIMIT_STACK, min(memory, 8 << 20)),
             (resource.RLIMIT_MEMLOCK, 0),
             (resource.RLIMIT_MSGQUEUE, 0),
         ]
         # Without a memory cgroup the rlimit is the limit; with one the cgroup
         # is exact, and RLIMIT_AS would only break runtimes that reserve.
         if not in_cgroup:
-            res = (resource.RLIMIT_AS if msg["memory_mode"] == "address-space"
-                   else resource.RLIMIT_DATA)
-            rlimits.append((res, memory))
+            mode = msg["memory_mode"]
+            if mode == "address-space":
+                rlimits.append((resource.RLIMIT_AS, memory))
+            elif mode == "data":
+                rlimits.append((resource.RLIMIT_DATA, memory))
+            else:
+                # runtime-flag: the runtime's own heap flag is the limit; the
+                # data limit is only a loose backstop above it, since such
+                # runtimes map fixed regions at start (SBCL ~170 MiB).
+                rlimits.append((resource.RLIMIT_DATA, memory + (256 << 20)))
         spec = json.dumps({"argv": msg["argv"], "env": msg["env"], "rlimits": rlimits,
                            "read_paths": msg.get("read_paths", [])}).encode()
         start = time.monotonic()
