@@ -37,10 +37,48 @@ def bare_once(path: str) -> float:
     return elapsed
 
 
+async def throughput(engine: Engine, req: ExecuteRequest, seconds: float) -> None:
+    """Runs/s through the engine with 8 concurrent requests, against bare runs
+    of the same interpreter with as many in parallel as there are CPUs."""
+    import concurrent.futures
+    deadline = time.perf_counter() + seconds
+    done = 0
+
+    async def client() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await engine.execute(req, uuid.uuid4().hex)
+            done += 1
+    t = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(8)))
+    eng = done / (time.perf_counter() - t)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "main.py")
+        with open(path, "w") as f:
+            f.write("print(1)\n")
+        n = os.cpu_count() or 1
+        count = 0
+        t = time.perf_counter()
+        end = t + seconds
+        with concurrent.futures.ThreadPoolExecutor(n) as pool:
+            def loop() -> int:
+                k = 0
+                while time.perf_counter() < end:
+                    bare_once(path)
+                    k += 1
+                return k
+            count = sum(pool.map(lambda _: loop(), range(n)))
+        bare = count / (time.perf_counter() - t)
+    print(f"throughput: engine {eng:.1f} runs/s (8 concurrent), bare {bare:.1f} runs/s "
+          f"({n} parallel): ratio {eng / bare:.2f}")
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=200)
     ap.add_argument("--disable", default="", help="comma-separated layers to turn off")
+    ap.add_argument("--throughput", type=float, default=0,
+                    help="also measure runs/s with 8 concurrent requests for this many seconds")
     args = ap.parse_args()
     disable = tuple(x for x in args.disable.split(",") if x)
     engine = await Engine.start(load_settings(disable=disable))
@@ -60,6 +98,8 @@ async def main() -> None:
             eng.append(time.perf_counter() - t)
             inner.append(res.runtime.wall_time / 1000)
             assert res.runtime.stdout == "1\n", res
+    if args.throughput:
+        await throughput(engine, req, args.throughput)
     await engine.close()
     layers = ", ".join(k for k, v in engine.layers.items() if v["enabled"])
     med = lambda xs: statistics.median(xs) * 1000  # noqa: E731
