@@ -237,6 +237,30 @@ class Store:
                      rate_limit=rate_limit, monthly_limit=monthly_limit,
                      max_concurrency=max_concurrency)
 
+    async def ensure_token(self, name: str, token_hash: str) -> bool:
+        """Make `name` the live token with this hash (PESTO_ADMIN_TOKEN at start-up).
+
+        A live token of that name with another hash is revoked first (the
+        operator changed the secret). Returns True when a token was created.
+        """
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = await self._db.execute_fetchall(
+                "SELECT name FROM tokens WHERE hash = ? AND revoked_at IS NULL", (token_hash,))
+            if rows:
+                await self._db.execute("COMMIT")
+                return False
+            now = utcnow()
+            await self._db.execute(
+                "UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (now, name))
+            await self._db.execute(
+                "INSERT INTO tokens (name, hash, created_at) VALUES (?, ?, ?)", (name, token_hash, now))
+            await self._db.execute("COMMIT")
+            return True
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+
     async def token_by_hash(self, token_hash: str, month: str) -> Token | None:
         """The live (not revoked) token with this hash and its executions in `month`.
 

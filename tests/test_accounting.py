@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import textwrap
 
@@ -42,10 +43,15 @@ def bare_usage(tmp_path) -> tuple[int, float]:
 
 
 def test_peak_memory_and_cpu_agree_with_rusage(runner, tmp_path):
-    r = runner.run("c", PROGRAM, memory_limit=256 << 20)
-    assert r.runtime.status == "ok", r
-    rss, cpu = bare_usage(tmp_path)
-    mem = r.runtime.memory
-    print(f"engine: {mem / 2**20:.1f} MiB {r.runtime.cpu_time} ms; bare: {rss / 2**20:.1f} MiB {cpu * 1000:.0f} ms")
+    # Medians of three on each side: CPU time itself varies on a busy machine.
+    runs = [runner.run("c", PROGRAM, memory_limit=256 << 20) for _ in range(3)]
+    assert all(r.runtime.status == "ok" for r in runs), runs
+    mem = statistics.median(r.runtime.memory for r in runs)
+    cpu_engine = statistics.median(r.runtime.cpu_time for r in runs) / 1000
+    bare = [bare_usage(tmp_path) for _ in range(3)]
+    rss = statistics.median(b[0] for b in bare)
+    cpu = statistics.median(b[1] for b in bare)
+    print(f"engine: {mem / 2**20:.1f} MiB {cpu_engine * 1000:.0f} ms; "
+          f"bare: {rss / 2**20:.1f} MiB {cpu * 1000:.0f} ms")
     assert abs(mem - rss) <= 0.10 * rss, (mem, rss)
-    assert abs(r.runtime.cpu_time / 1000 - cpu) <= 0.10 * cpu + 0.02, (r.runtime.cpu_time, cpu)
+    assert abs(cpu_engine - cpu) <= 0.10 * cpu + 0.01, (cpu_engine, cpu)

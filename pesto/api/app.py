@@ -14,7 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 import pesto
-from pesto.api.auth import RateLimiter
+from pesto.api.auth import RateLimiter, hash_token
 from pesto.api.errors import handle_exception
 from pesto.api.routes import ROUTES, Services
 from pesto.config import Settings
@@ -54,6 +54,10 @@ def create_app(settings: Settings) -> Litestar:
         engine = await Engine.start(settings)
         try:
             store = await Store.open(settings.data_dir)
+            if settings.admin_token:
+                # PESTO_ADMIN_TOKEN: a first token without `pesto token create`.
+                if await store.ensure_token("admin", hash_token(settings.admin_token)):
+                    log.info("token 'admin' created from PESTO_ADMIN_TOKEN")
         except BaseException:
             await engine.close()
             raise

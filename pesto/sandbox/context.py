@@ -93,7 +93,7 @@ def _probe_namespaces() -> tuple[bool, str]:
                 raise
         else:
             raise RuntimeError("loopback reachable in the new network namespace")
-        return "user, network, IPC, UTS and mount namespaces per stage"
+        return "user, network, IPC, UTS, mount and PID namespaces per stage"
     return _in_child(check)
 
 
