@@ -55,6 +55,12 @@ def standby(*, uid: int, gid: int, workdir: str, ctl_fd: int, report_fd: int,
         os.dup2(stdout_fd, 1)
         os.dup2(stderr_fd, 2)
 
+        # The slot's own network namespace (no interface up), entered while
+        # still root: its owner may enter it without CAP_SYS_ADMIN.
+        step = "slot_network"
+        if namespaces is not None and namespaces.get("slot_ns"):
+            _ns.join(*namespaces["slot_ns"])
+
         # A fork holds every descriptor of the supervisor, this stage's
         # control pipe's write end included (which would keep the spec
         # from ever ending): keep only what the child uses.
@@ -88,7 +94,8 @@ def standby(*, uid: int, gid: int, workdir: str, ctl_fd: int, report_fd: int,
         # and before Landlock and seccomp, which would forbid the unshare.
         step = "namespaces"
         if namespaces is not None:
-            _ns.enter(uid, gid, namespaces["tmp_size"], [workdir])
+            _ns.enter(uid, gid, namespaces["tmp_size"], [workdir],
+                      network=not namespaces.get("slot_ns"))
             _ns.fork_init(namespaces["status_fd"])   # returns in the program: PID 2
 
         # The ruleset is built here, after the mounts, so that its /proc rule

@@ -23,7 +23,7 @@ from typing import Any
 
 import attrs
 
-from pesto.sandbox import child, kernel, protocol
+from pesto.sandbox import child, kernel, namespaces, protocol
 from pesto.sandbox.context import Context
 from pesto.sandbox.uids import UidLeases
 
@@ -209,7 +209,15 @@ class Supervisor:
         self.used = False               # the current job has been given to a request
         self.standby: Standby | None = None
         self.aborted = False
-        self.exiting: list[int] = []   # pidfds of stage processes whose namespaces are being torn down
+        self.exiting: list[int] = []
+        # The slot's reusable network namespace, where the host allows it;
+        # otherwise every run gets a fresh one of its own.
+        self.slot_ns: tuple[int, int] | None = None
+        if ctx.namespaces:
+            try:
+                self.slot_ns = namespaces.slot_network()
+            except OSError:
+                self.slot_ns = None   # pidfds of stage processes whose namespaces are being torn down
 
     # -- lifecycle --------------------------------------------------------
 
@@ -397,7 +405,8 @@ class Supervisor:
                               ctl_fd=ctl_r, report_fd=rep_w,
                               stdin_fd=stdin_r, stdout_fd=out_w, stderr_fd=err_w,
                               landlock_abi=self.ctx.landlock_abi, seccomp=self.ctx.seccomp,
-                              namespaces={"tmp_size": self.ctx.disk_limit, "status_fd": st_w}
+                              namespaces={"tmp_size": self.ctx.disk_limit, "status_fd": st_w,
+                                          "slot_ns": self.slot_ns}
                               if self.ctx.namespaces else None)
         finally:
             for fd in (stdin_r, out_w, err_w, rep_w, ctl_r, st_w):
