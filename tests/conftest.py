@@ -22,7 +22,8 @@ def pytest_report_header(config):
 # A uid range of this test session's own (the process id picks one of six
 # blocks), so that another Pesto on this host (a dev server, another test
 # run) is never mistaken for a leak of ours. Sub-ranges: engine, layer tests.
-UID_BASE = 62000 + (os.getpid() % 6) * 500
+# PESTO_TEST_UID_BASE sets it (the suites run inside the container use it).
+UID_BASE = int(os.environ.get("PESTO_TEST_UID_BASE") or 62000 + (os.getpid() % 6) * 500)
 
 requires_root = pytest.mark.skipif(os.geteuid() != 0,
                                    reason="the sandbox needs root to switch to run uids")

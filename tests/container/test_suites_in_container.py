@@ -1,0 +1,31 @@
+"""The host's sandbox suites, run again inside the container (no --privileged).
+
+Every S1-S10 property, trap regression and per-layer test that passes on the
+host must pass inside the image too, where the layers differ (no writable
+cgroup, no mount of the work dir's tmpfs; namespaces through a user
+namespace). Tests whose layer is missing there skip with their reason.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.container.helpers import Container
+
+pytestmark = pytest.mark.container
+
+SUITES = ["tests/test_sandbox.py", "tests/test_traps.py", "tests/test_layers.py",
+          "tests/test_accounting.py", "tests/test_units.py"]
+
+
+def test_sandbox_suites_pass_inside_the_container(container: Container) -> None:
+    # A uid range far from the host's test blocks and from the image's own
+    # server range: rootful podman shares uids with the host.
+    p = container.exec(
+        "env", "PESTO_TEST_UID_BASE=2100000000", "PYTHONDONTWRITEBYTECODE=1",
+        "sh", "-c", "cd /opt/pesto && .venv/bin/pytest -q -p no:cacheprovider -rs "
+        + " ".join(SUITES), check=False, timeout=900)
+    tail = "\n".join((p.stdout + p.stderr).splitlines()[-60:])
+    print(tail)
+    assert p.returncode == 0, tail
+    assert " passed" in p.stdout, tail
