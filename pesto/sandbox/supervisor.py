@@ -1,11 +1,12 @@
-"""A job's supervisor: prepares the work dir, runs stages, cleans up.
+"""A slot's supervisor: readies each job's uid and work dir, runs stages, cleans up.
 
-One supervisor per job, forked by the spawner: root, single-threaded, and
-a child subreaper, so every process the run leaves behind is reparented
-to it and can be reaped (and its CPU time counted). It talks to the server
-over its own socket; if the server closes that socket (cancel, crash) the
-run is killed and everything is cleaned before the process exits. The uid
-lock fd it holds is released only by its exit, i.e. after cleanup.
+One long-lived supervisor per slot, forked by the spawner: root,
+single-threaded, and a child subreaper, so every process a run leaves
+behind is reparented to it and can be killed and reaped (and its CPU time
+counted). It serves one job at a time over its socket to the server; an
+abort message kills the current run, and if the server closes the socket
+(shutdown, crash) the run is killed and everything cleaned before the
+process exits. A job's uid lock is released only after its cleanup.
 """
 
 from __future__ import annotations
@@ -209,6 +210,7 @@ class Supervisor:
         self.used = False               # the current job has been given to a request
         self.standby: Standby | None = None
         self.aborted = False
+        # pidfds of stage processes whose namespaces are being torn down
         self.exiting: list[int] = []
         # The slot's reusable network namespace, where the host allows it;
         # otherwise every run gets a fresh one of its own.
@@ -217,7 +219,7 @@ class Supervisor:
             try:
                 self.slot_ns = namespaces.slot_network()
             except OSError:
-                self.slot_ns = None   # pidfds of stage processes whose namespaces are being torn down
+                self.slot_ns = None
 
     # -- lifecycle --------------------------------------------------------
 
