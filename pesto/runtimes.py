@@ -141,10 +141,19 @@ def load_language(lang_dir: Path) -> Runtime:
 class Registry:
     """Every language folder found; `installed` ones are the ones served."""
     all: tuple[Runtime, ...]
+    installed: tuple[Runtime, ...] = attrs.field(init=False)
+    # lower-case name/alias -> installed runtimes answering to it (built once:
+    # resolve() runs on every request)
+    _by_name: dict[str, tuple[Runtime, ...]] = attrs.field(init=False, repr=False)
 
-    @property
-    def installed(self) -> tuple[Runtime, ...]:
-        return tuple(r for r in self.all if r.installed)
+    def __attrs_post_init__(self) -> None:
+        installed = tuple(r for r in self.all if r.installed)
+        by_name: dict[str, list[Runtime]] = {}
+        for r in installed:
+            for name in r.names:
+                by_name.setdefault(name, []).append(r)
+        object.__setattr__(self, "installed", installed)
+        object.__setattr__(self, "_by_name", {k: tuple(v) for k, v in by_name.items()})
 
     def resolve(self, name: str, version: str | None = "latest") -> Runtime:
         """The installed runtime for a name/alias and an exact, prefix or 'latest' version.
@@ -152,19 +161,20 @@ class Registry:
         Raises RuntimeNotFound (400).
         """
         key = name.strip().lower()
-        found = [r for r in self.installed if key in r.names]
+        found = self._by_name.get(key, ())
         if not found:
             raise RuntimeNotFound(
                 f"no installed language called {name!r}; GET /api/runtimes lists them")
         version = (version or "latest").strip()
         if version.lower() not in ("latest", "", "*"):
-            exact = [r for r in found if r.version == version]
-            found = exact or [r for r in found if r.version.startswith(version + ".")
-                              or r.version.startswith(version + "-")]
+            candidates = found
+            exact = [r for r in candidates if r.version == version]
+            found = tuple(exact) or tuple(r for r in candidates if r.version.startswith(version + ".")
+                                          or r.version.startswith(version + "-"))
             if not found:
                 raise RuntimeNotFound(
                     f"{name!r} has no installed version {version!r}; installed: "
-                    + ", ".join(r.version for r in self.installed if key in r.names))
+                    + ", ".join(r.version for r in candidates))
         return max(found, key=lambda r: _version_key(r.version))
 
 
