@@ -6,7 +6,6 @@ import statistics
 import subprocess
 import textwrap
 
-import pytest
 
 PROGRAM = textwrap.dedent("""
     #include <stdlib.h>

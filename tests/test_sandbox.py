@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import textwrap
-import threading
 import time
 
 import pytest

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import resource
 
-from pesto.models import ExecuteRequest
 from tests.conftest import leftover_workdirs, run_uid_processes
 
 MIX = [

@@ -165,20 +165,3 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
         return 1
     print(f"Revoked token {args.name!r}.")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (`python -m pesto.api.cli`) for when the main CLI is absent."""
-    parser = argparse.ArgumentParser(prog="pesto")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_commands(sub)
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except PestoError as exc:
-        print(f"pesto: {exc.message}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

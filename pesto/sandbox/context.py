@@ -6,7 +6,6 @@ so call sites carry no ifs; `layers` is what `pesto doctor` prints.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import pwd

@@ -161,7 +161,7 @@ def free_port() -> int:
 
 def pesto_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run the `pesto` service commands in a subprocess."""
-    proc = subprocess.run([sys.executable, "-m", "pesto.api.cli", *args], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "pesto.cli", *args], capture_output=True,
                           text=True, timeout=60, cwd=REPO, env=os.environ.copy())
     if check:
         assert proc.returncode == 0, proc.stderr
@@ -178,7 +178,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(data_dir.parent / f"serve-{self.port}.log", "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pesto.api.cli", "serve", "--data-dir", str(data_dir),
+            [sys.executable, "-m", "pesto.cli", "serve", "--data-dir", str(data_dir),
              "--host", "127.0.0.1", "--port", str(self.port), *extra],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         deadline = time.monotonic() + 30

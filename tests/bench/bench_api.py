@@ -142,7 +142,7 @@ def parallel(workers: int, total: int, work) -> float:
 
 
 def start_server(data_dir: Path, workers: int | None) -> tuple[subprocess.Popen, int, str]:
-    cli = [sys.executable, "-m", "pesto.api.cli"]
+    cli = [sys.executable, "-m", "pesto.cli"]
     out = subprocess.run([*cli, "token", "create", "--name", "bench", "--data-dir", str(data_dir)],
                          check=True, capture_output=True, text=True, cwd=REPO)
     token = out.stdout.strip().splitlines()[-1]
