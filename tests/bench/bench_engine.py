@@ -15,26 +15,19 @@ import os
 import statistics
 import tempfile
 import time
+import sys
 import uuid
 
 from pesto.config import load_settings
 from pesto.engine import Engine
 from pesto.models import ExecuteRequest
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bare import bare_once as _bare_once  # noqa: E402
+
 
 def bare_once(path: str) -> float:
-    r, w = os.pipe()
-    t = time.perf_counter()
-    pid = os.posix_spawn("/usr/bin/python3", ["/usr/bin/python3", "-E", "-s", path],
-                         {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-                         file_actions=[(os.POSIX_SPAWN_DUP2, w, 1)])
-    os.close(w)
-    while os.read(r, 4096):
-        pass
-    os.waitpid(pid, 0)
-    elapsed = time.perf_counter() - t
-    os.close(r)
-    return elapsed
+    return _bare_once(["/usr/bin/python3", "-E", "-s", path])
 
 
 async def throughput(engine: Engine, req: ExecuteRequest, seconds: float) -> None:
