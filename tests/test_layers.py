@@ -76,14 +76,35 @@ def test_mountns_alone_gives_private_tmp_and_a_readonly_tree(bare_ns):
         os.rmdir(ww)
 
 
-def test_uts_and_ipc_namespaces(bare_ns):
-    code = textwrap.dedent("""
-        import socket, os
-        print(socket.gethostname() != os.uname().nodename or "same")
-        print(open("/proc/sysvipc/shm").read().count("\\n") - 1)
+@pytest.fixture
+def host_shm_segment():
+    """A System V shared memory segment in the host's IPC namespace."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    shmid = libc.shmget(0, 4096, 0o1000 | 0o600)   # IPC_PRIVATE, IPC_CREAT
+    assert shmid >= 0, ctypes.get_errno()
+    with open("/proc/sysvipc/shm") as f:
+        assert any(line.split()[1] == str(shmid) for line in f.readlines()[1:])
+    yield shmid
+    libc.shmctl(shmid, 0, None)   # IPC_RMID
+
+
+NAMESPACES = ("uts", "ipc", "mnt", "pid", "user", "net")
+
+
+def test_run_has_its_own_namespaces_and_sees_nothing_of_the_host(bare_ns, host_shm_segment):
+    code = textwrap.dedent(f"""
+        import os
+        print(" ".join(os.readlink(f"/proc/self/ns/{{n}}") for n in {NAMESPACES!r}))
+        print(sum(1 for line in open("/proc/sysvipc/shm")) - 1)
+        print(os.getpid(), sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
     """)
     r = bare_ns.run("python", code)
-    assert r.runtime.stdout.splitlines()[1] == "0", r
+    ns_line, shm_line, pid_line = r.runtime.stdout.splitlines()
+    for name, theirs in zip(NAMESPACES, ns_line.split()):
+        assert theirs != os.readlink(f"/proc/self/ns/{name}"), (name, theirs)
+    assert shm_line == "0", r            # the host's segment is invisible (IPC)
+    assert pid_line == "2 [1, 2]", r     # PID 2 under its init, alone in its /proc
 
 
 def test_require_refuses_to_start_without_a_layer(tmp_path):
