@@ -257,3 +257,28 @@ def test_cancelling_a_job_kills_its_run(runner):
         time.sleep(0.05)
     assert run_uid_processes(runner) == []
     assert leftover_workdirs(runner) == []
+
+
+def test_trap_a_dirty_uid_left_by_a_crash_is_swept_at_start(tmp_path):
+    """A supervisor killed with its run alive leaves the uid's lock file
+    "dirty": the next spawner sweeps it (process and work dir) before any job."""
+    import subprocess
+    from pesto.config import load_settings
+    from tests.conftest import UID_BASE, Runner
+    uid = UID_BASE + 495   # +470..+489 is the no-cgroup runner's (test_languages)
+    settings = load_settings(env={}, data_dir=str(tmp_path), uid_base=uid, uid_count=5)
+    locks, work = settings.sandbox_dir / "locks", settings.sandbox_dir / "work"
+    os.makedirs(locks, exist_ok=True)
+    (locks / str(uid)).write_bytes(b"dirty")
+    (work / str(uid)).mkdir(parents=True, exist_ok=True)
+    (work / str(uid) / "left-over").write_text("x")
+    survivor = subprocess.Popen(["sleep", "60"], user=uid, group=uid, start_new_session=True)
+    try:
+        r = Runner(settings)
+        r.close()
+        assert survivor.wait(timeout=5) == -9
+        assert not (work / str(uid)).exists()
+        assert (locks / str(uid)).read_bytes() == b""
+    finally:
+        survivor.kill()
+        survivor.wait()

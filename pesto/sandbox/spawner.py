@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
                         sandbox_dir=cfg["sandbox_dir"], disable=tuple(cfg["disable"]),
                         disk_limit=cfg["disk_limit"])
     # Whatever a crashed predecessor left behind goes before the first job.
-    supervisor.sweep_stale(os.path.join(cfg["sandbox_dir"], "locks"), ctx)
+    supervisor.sweep_stale(ctx)
     # Supervisors are never waited for: let the kernel reap them. As a
     # subreaper the spawner also inherits (and so reaps) whatever a dead
     # supervisor leaves behind, instead of leaving zombies to a PID 1 that

@@ -132,28 +132,33 @@ def sweep(uid: int, ctx: Context) -> None:
         _scrub_shared_tmp(uid)
 
 
-def sweep_stale(lock_dir: str, ctx: Context) -> list[int]:
+def sweep_if_dirty(uid: int, lock_fd: int, ctx: Context) -> bool:
+    """Sweep a uid just locked if its previous holder died before cleaning
+    (lock file left "dirty", or a work dir left behind). True if it swept."""
+    if os.pread(lock_fd, 5, 0) == b"dirty" or os.path.lexists(os.path.join(ctx.work_root, str(uid))):
+        sweep(uid, ctx)
+        return True
+    return False
+
+
+def sweep_stale(ctx: Context) -> list[int]:
     """At start-up: sweep every uid left dirty by a crashed server or supervisor.
 
     Only uids whose lock is free are touched (another live Pesto may hold the rest).
     """
-    import fcntl
+    leases = UidLeases(ctx, 0)
     swept = []
-    for name in os.listdir(lock_dir):
+    for name in os.listdir(leases.lock_dir):
         if not name.isdigit():
             continue
-        fd = os.open(os.path.join(lock_dir, name), os.O_RDWR | os.O_CLOEXEC)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue
-            uid = int(name)
-            if os.pread(fd, 5, 0) == b"dirty" or os.path.lexists(
-                    os.path.join(ctx.work_root, name)):
-                sweep(uid, ctx)
+            fd = leases.lock_exact(int(name))
+        except BlockingIOError:
+            continue
+        try:
+            if sweep_if_dirty(int(name), fd, ctx):
                 os.ftruncate(fd, 0)
-                swept.append(uid)
+                swept.append(int(name))
         finally:
             os.close(fd)
     return swept
@@ -324,11 +329,8 @@ class Supervisor:
         uid, lock_fd = self.uids.lease()
         self.uid, self.lock_fd = uid, lock_fd
         workdir = os.path.join(self.ctx.work_root, str(uid))
-        # A previous holder of this uid that died before cleaning left the
-        # lock file "dirty": sweep its processes and files before reuse.
-        if os.pread(lock_fd, 5, 0) == b"dirty" or os.path.lexists(workdir):
-            sweep(uid, self.ctx)
-        os.pwrite(lock_fd, b"dirty", 0)
+        sweep_if_dirty(uid, lock_fd, self.ctx)
+        os.pwrite(lock_fd, b"dirty", 0)   # until finish() has cleaned up
         os.mkdir(workdir, 0o700)
         self.workdir = workdir
         if self.ctx.tmpfs:
