@@ -105,6 +105,9 @@ class Engine:
         Cancelling the awaiting task kills the run; the uid is cleaned either way.
         Raises SandboxError when the sandbox itself failed.
         """
+        # Validated again (cheap): a job recovered from the store after a
+        # restart was never validated by this process, and its language may
+        # be gone since.
         runtime = self.validate(request)
         s = self.settings
         if request.code is not None:

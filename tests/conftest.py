@@ -25,10 +25,6 @@ def pytest_report_header(config):
 # PESTO_TEST_UID_BASE sets it (the suites run inside the container use it).
 UID_BASE = int(os.environ.get("PESTO_TEST_UID_BASE") or 62000 + (os.getpid() % 6) * 500)
 
-requires_root = pytest.mark.skipif(os.geteuid() != 0,
-                                   reason="the sandbox needs root to switch to run uids")
-
-
 class Runner:
     """Drives one Engine from synchronous tests."""
 
