@@ -125,3 +125,47 @@ def test_doctor_json_reports_every_layer():
     report = json.loads(out)
     for layer in ("users", "rlimits", "seccomp", "landlock", "namespaces", "cgroups"):
         assert set(report[layer]) == {"available", "enabled", "reason"}, report[layer]
+
+
+@pytest.fixture(scope="module")
+def landlock_only(tmp_path_factory):
+    """An engine with namespaces and seccomp off: Landlock is what is left to stop sockets."""
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox needs root")
+    settings = load_settings(env={}, data_dir=str(tmp_path_factory.mktemp("ll")),
+                             uid_base=UID_BASE + 460, uid_count=10,
+                             disable=("seccomp", "namespaces"))
+    r = Runner(settings)
+    if not r.engine.layers["landlock"]["enabled"] or int(
+            r.engine.layers["landlock"]["reason"].split()[1]) < 6:
+        r.close()
+        pytest.skip(f"needs Landlock ABI >= 6: {r.engine.layers['landlock']['reason']}")
+    yield r
+    r.close()
+
+
+def test_landlock_alone_blocks_tcp_and_abstract_unix_sockets(landlock_only):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    name = f"pesto-ll-{os.getpid()}"
+    unix = socket.socket(socket.AF_UNIX)
+    unix.bind("\0" + name)
+    unix.listen(1)
+    try:
+        code = textwrap.dedent(f"""
+            import socket
+            for fam, addr in ((socket.AF_INET, ("127.0.0.1", {srv.getsockname()[1]})),
+                              (socket.AF_UNIX, "\\0{name}")):
+                s = socket.socket(fam)     # allowed: seccomp is off
+                try:
+                    s.connect(addr); print("CONNECTED")
+                except OSError as e:
+                    print("denied", e.errno)
+        """)
+        r = landlock_only.run("python", code)
+        # EACCES from Landlock's TCP rule, EPERM from its abstract-socket scope
+        assert r.runtime.stdout.splitlines() == ["denied 13", "denied 1"], r
+    finally:
+        srv.close()
+        unix.close()
