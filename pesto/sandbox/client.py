@@ -221,9 +221,23 @@ class Sandbox:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
+        """Close every slot and wait (a few seconds at most) until each
+        supervisor has cleaned up and exited: it closes its end only then."""
         await self.wait_idle()
+        slots = []
         while not self._idle.empty():
-            self._idle.get_nowait().writer.close()
+            slot = self._idle.get_nowait()
+            try:
+                slot.writer.write_eof()   # half-close: the supervisor sees EOF
+            except (ConnectionError, OSError):
+                pass
+            slots.append(slot)
+        for slot in slots:
+            try:
+                await asyncio.wait_for(slot.reader.read(), 10)
+            except (asyncio.TimeoutError, ConnectionError, OSError):
+                log.warning("sandbox slot %d did not finish cleaning up", slot.index)
+            slot.writer.close()
         self._ctrl.close()
         try:
             self._proc.wait(timeout=5)
