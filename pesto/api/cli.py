@@ -96,6 +96,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger("pesto").setLevel(level)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=args.log_level, access_log=args.access_log, lifespan="on",
+                # Both are dependencies (pyproject.toml); named so that a broken
+                # install fails here instead of silently serving on h11/asyncio.
+                loop="uvloop", http="httptools",
                 # In-flight requests (a waiting /api/execute) get the same grace as jobs.
                 timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_timeout)),
                 server_header=False)
