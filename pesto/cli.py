@@ -74,10 +74,15 @@ def cmd_languages(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from pesto.sandbox.context import probe
+    from pesto.sandbox.helper import HelperMissing
 
     settings = _settings(args)
-    ctx = probe(uid_base=settings.uid_base, uid_count=settings.uid_count,
-                sandbox_dir=str(settings.sandbox_dir), disable=settings.disable)
+    try:
+        ctx = probe(uid_base=settings.uid_base, uid_count=settings.uid_count,
+                    sandbox_dir=str(settings.sandbox_dir), disable=settings.disable)
+    except HelperMissing as exc:
+        print(f"pesto doctor: no sandbox: {exc}", file=sys.stderr)
+        return 1
     report = ctx.report()
     missing = [name for name in settings.require if not report[name]["enabled"]]
     if args.json:

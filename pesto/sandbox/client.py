@@ -129,7 +129,11 @@ class Sandbox:
             proc.wait()
             raise SandboxError(f"the sandbox spawner exited ({proc.returncode}) while probing")
         ours.setblocking(True)
-        sandbox = cls(proc, ours, json.loads(report), os.path.join(sandbox_dir, "work"), slots)
+        layers = json.loads(report)
+        if "error" in layers:
+            proc.wait()
+            raise SandboxError(f"the sandbox cannot start: {layers['error']}")
+        sandbox = cls(proc, ours, layers, os.path.join(sandbox_dir, "work"), slots)
         for i in range(slots):
             sandbox._idle.put_nowait(await sandbox._new_slot(i))
         return sandbox

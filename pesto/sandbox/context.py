@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from pesto.sandbox import cgroups, kernel, seccomp
+from pesto.sandbox import cgroups, helper, kernel, seccomp
 
 
 
@@ -76,24 +76,53 @@ def _probe_seccomp(prog: kernel.SeccompProgram) -> tuple[bool, str]:
     return _in_child(check)
 
 
-def _probe_namespaces() -> tuple[bool, str]:
-    """The whole per-stage namespace set-up, as an unprivileged uid, in a child."""
-    from pesto.sandbox import namespaces
+_NS_CHECK = """
+import errno, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+try:
+    s.connect(("127.0.0.1", 9))
+except OSError as exc:
+    print("ok" if exc.errno in (errno.ENETUNREACH, errno.EADDRNOTAVAIL) else exc)
+else:
+    print("loopback reachable in the new network namespace")
+"""
 
-    def check() -> str:
-        os.setresgid(65534, 65534, 65534)
-        os.setresuid(65534, 65534, 65534)
-        namespaces.enter(65534, 65534, 1 << 20, [])
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            s.connect(("127.0.0.1", 9))
-        except OSError as exc:
-            if exc.errno not in (errno.ENETUNREACH, errno.EADDRNOTAVAIL):
-                raise
-        else:
-            raise RuntimeError("loopback reachable in the new network namespace")
-        return "user, network, IPC, UTS, mount and PID namespaces per stage"
-    return _in_child(check)
+
+def _probe_namespaces(work_root: str) -> tuple[bool, str]:
+    """The whole per-stage namespace set-up, through the exec helper, as an
+    unprivileged uid, checked from inside by a program."""
+    nobody = 65534
+    workdir = os.path.join(work_root, f".probe-ns-{os.getpid()}")
+    os.mkdir(workdir, 0o700)
+    os.chown(workdir, nobody, nobody)
+    pipes = [os.pipe() for _ in range(4)]   # stdin, stdout, control, report
+    (in_r, in_w), (out_r, out_w), (ctl_r, ctl_w), (rep_r, rep_w) = pipes
+    try:
+        pid = helper.spawn(uid=nobody, gid=nobody, workdir=workdir, tmp_size=1 << 20,
+                           namespaces=True, stdin=in_r, stdout=out_w, stderr=out_w,
+                           ctl=ctl_r, report=rep_w)
+        for fd in (in_r, in_w, out_w, ctl_r, rep_w):
+            os.close(fd)
+        os.write(ctl_w, helper.encode_spec(["/usr/bin/python3", "-S", "-c", _NS_CHECK], {}, [], []))
+        os.close(ctl_w)
+        report, out = _read_to_end(rep_r), _read_to_end(out_r)
+        os.waitpid(pid, 0)
+    finally:
+        for fd in (rep_r, out_r):
+            os.close(fd)
+        os.rmdir(workdir)
+    if report:
+        return False, report.decode(errors="replace")
+    if out.strip() != b"ok":
+        return False, out.decode(errors="replace")[:300] or "the check printed nothing"
+    return True, "user, network, IPC, UTS, mount and PID namespaces per stage"
+
+
+def _read_to_end(fd: int) -> bytes:
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    return data
 
 
 def _probe_tmpfs(work_root: str) -> tuple[bool, str]:
@@ -119,6 +148,8 @@ def probe(*, uid_base: int, uid_count: int, sandbox_dir: str,
     os.makedirs(work_root, mode=0o711, exist_ok=True)
     os.chmod(work_root, 0o711)
     layers: dict[str, Layer] = {}
+    # Every stage is started through it: without it there is no sandbox.
+    helper.find()   # raises HelperMissing, saying what to do
 
     root = os.geteuid() == 0
     clash = [p.pw_name for p in pwd.getpwall() if uid_base <= p.pw_uid < uid_base + uid_count]
@@ -145,7 +176,7 @@ def probe(*, uid_base: int, uid_count: int, sandbox_dir: str,
                                f"ABI {abi}" + (" (TCP and scoping rules)" if abi >= 6 else "")
                                if abi else "Landlock not offered by this kernel")
 
-    ns_ok, ns_why = _probe_namespaces() if root else (False, "not root")
+    ns_ok, ns_why = _probe_namespaces(work_root) if root else (False, "not root")
     layers["namespaces"] = Layer(ns_ok, ns_ok and "namespaces" not in disable,
                                  ns_why if ns_ok else f"unavailable: {ns_why}")
 

@@ -51,6 +51,7 @@ class SeccompProgram:
     """A BPF program kept alive in memory, ready for `install()` in a child."""
 
     def __init__(self, code: bytes) -> None:
+        self.code = code
         self._buf = ctypes.create_string_buffer(code, len(code))
         self._prog = _SockFprog(len(code) // 8, ctypes.cast(self._buf, ctypes.c_void_p))
 

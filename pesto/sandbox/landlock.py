@@ -1,14 +1,11 @@
 """Landlock rulesets: what a run may read, execute and write.
 
-Built by the supervisor (root) before the fork; the child only calls
-landlock_restrict_self() on the finished ruleset fd.
+The policy lives here; the exec helper (pesto-exec.c) builds the ruleset in
+the run's namespaces and restricts itself just before exec.
 """
 
 from __future__ import annotations
 
-import os
-
-from pesto.sandbox import kernel
 
 # Filesystem rights (uapi/linux/landlock.h).
 EXECUTE = 1 << 0
@@ -63,42 +60,28 @@ SYSTEM_READ = (
 SYSTEM_WRITE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full")
 
 
-def build_ruleset(abi: int, read_paths: list[str], write_paths: list[str]) -> int:
-    """A ruleset fd allowing read+exec under read_paths and everything under write_paths.
+def handled(abi: int) -> tuple[int, int, int]:
+    """(filesystem, network, scope) rights a ruleset handles: all this ABI knows.
 
-    Paths that do not exist are skipped. Raises OSError if Landlock refuses.
+    A handled right with no rule allowing it is denied: TCP bind/connect
+    (ABI 4) have none, so every one fails.
     """
-    handled = fs_rights(abi)
-    handled_net = NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 else 0
+    net = NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 else 0
     scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
-    ruleset = kernel.landlock_create_ruleset(handled, handled_net, scoped, abi)
-    try:
-        read_dir = EXECUTE | READ_FILE | READ_DIR
-        for path, allowed in ([(p, read_dir) for p in (*SYSTEM_READ, *read_paths)]
-                              + [(p, READ_FILE | WRITE_FILE | (TRUNCATE if abi >= 3 else 0))
-                                 for p in SYSTEM_WRITE_DEVICES]
-                              + [(p, handled) for p in write_paths]):
-            try:
-                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue
-            try:
-                if not os.path.isdir(path):
-                    allowed &= FILE_RIGHTS & handled
-                kernel.landlock_add_path(ruleset, allowed, fd)
-            finally:
-                os.close(fd)
-    except BaseException:
-        os.close(ruleset)
-        raise
-    return ruleset
+    return fs_rights(abi), net, scoped
 
 
-def allow_read(ruleset: int, path: str) -> None:
-    """Add one read+exec rule to a ruleset (used by the child for its own /proc)."""
-    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-    try:
-        allowed = EXECUTE | READ_FILE | (READ_DIR if os.path.isdir(path) else 0)
-        kernel.landlock_add_path(ruleset, allowed, fd)
-    finally:
-        os.close(fd)
+def rules(abi: int, write_paths: list[str]) -> list[tuple[str, int]]:
+    """(path, rights) of every run: read+exec of the system, read/write of a
+    few devices, everything under write_paths (the work dir).
+
+    The exec helper adds them in the run's own mount namespace (so /proc is
+    the run's), skips paths that do not exist, and keeps only file rights on
+    a path that is not a directory. The language's read paths are added
+    there too, from the stage's spec.
+    """
+    read_dir = EXECUTE | READ_FILE | READ_DIR
+    devices = READ_FILE | WRITE_FILE | (TRUNCATE if abi >= 3 else 0)
+    return ([(p, read_dir) for p in SYSTEM_READ]
+            + [(p, devices) for p in SYSTEM_WRITE_DEVICES]
+            + [(p, fs_rights(abi)) for p in write_paths])

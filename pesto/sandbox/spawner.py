@@ -16,16 +16,20 @@ import signal
 import socket
 import sys
 
-from pesto.sandbox import context, kernel, supervisor
+from pesto.sandbox import context, helper, kernel, supervisor
 
 
 def main(argv: list[str]) -> int:
     ctrl = socket.socket(fileno=int(argv[0]))
     cfg = json.loads(argv[1])
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # a Ctrl-C is the server's to handle
-    ctx = context.probe(uid_base=cfg["uid_base"], uid_count=cfg["uid_count"],
-                        sandbox_dir=cfg["sandbox_dir"], disable=tuple(cfg["disable"]),
-                        disk_limit=cfg["disk_limit"])
+    try:
+        ctx = context.probe(uid_base=cfg["uid_base"], uid_count=cfg["uid_count"],
+                            sandbox_dir=cfg["sandbox_dir"], disable=tuple(cfg["disable"]),
+                            disk_limit=cfg["disk_limit"])
+    except helper.HelperMissing as exc:
+        ctrl.send(json.dumps({"error": str(exc)}).encode())
+        return 1
     # Whatever a crashed predecessor left behind goes before the first job.
     supervisor.sweep_stale(ctx)
     # Supervisors are never waited for: let the kernel reap them. As a

@@ -12,7 +12,6 @@ process exits. A job's uid lock is released only after its cleanup.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import resource
 import select
@@ -24,7 +23,7 @@ from typing import Any
 
 import attrs
 
-from pesto.sandbox import child, kernel, namespaces, protocol
+from pesto.sandbox import helper, kernel, landlock, namespaces, protocol
 from pesto.sandbox.context import Context
 from pesto.sandbox.uids import UidLeases
 
@@ -225,6 +224,11 @@ class Supervisor:
                 self.slot_ns = namespaces.slot_network()
             except OSError:
                 self.slot_ns = None
+        # The seccomp program, as a file the exec helper reads.
+        self.seccomp_fd = -1
+        if ctx.seccomp is not None:
+            self.seccomp_fd = os.memfd_create("pesto-seccomp", os.MFD_CLOEXEC)
+            _write_all(self.seccomp_fd, ctx.seccomp.code)
 
     # -- lifecycle --------------------------------------------------------
 
@@ -248,7 +252,7 @@ class Supervisor:
                     self.finish()
                     self.ready_next()
                 elif op == "stage" and msg.get("more") and self.uid >= 0 and self.standby is None:
-                    self.standby = self._fork_standby()
+                    self.standby = self._spawn_standby()
         except (ServerGone, OSError):
             return
         finally:
@@ -283,7 +287,7 @@ class Supervisor:
         """Lease the next uid, make its work dir and its first standby child."""
         try:
             self._lease()
-            self.standby = self._fork_standby()
+            self.standby = self._spawn_standby()
         except Exception:
             self.finish()   # prepare() will try again, and report what fails
 
@@ -390,8 +394,8 @@ class Supervisor:
 
     # -- one stage -------------------------------------------------------
 
-    def _fork_standby(self) -> Standby:
-        """Fork the child that will become the next stage's program."""
+    def _spawn_standby(self) -> Standby:
+        """Start the exec helper that will become the next stage's program."""
         assert self.workdir is not None
         stdin_r, stdin_w = os.pipe()
         out_r, out_w = os.pipe()
@@ -402,16 +406,15 @@ class Supervisor:
         # how it ended (and its rusage) over this pipe, so that the stage ends
         # when the program does, not when the namespaces are torn down.
         st_r, st_w = os.pipe() if self.ctx.namespaces else (-1, -1)
+        abi = self.ctx.landlock_abi
         try:
-            pid = os.fork()
-            if pid == 0:
-                child.standby(uid=self.uid, gid=self.uid, workdir=self.workdir,
-                              ctl_fd=ctl_r, report_fd=rep_w,
-                              stdin_fd=stdin_r, stdout_fd=out_w, stderr_fd=err_w,
-                              landlock_abi=self.ctx.landlock_abi, seccomp=self.ctx.seccomp,
-                              namespaces={"tmp_size": self.ctx.disk_limit, "status_fd": st_w,
-                                          "slot_ns": self.slot_ns}
-                              if self.ctx.namespaces else None)
+            pid = helper.spawn(
+                uid=self.uid, gid=self.uid, workdir=self.workdir, tmp_size=self.ctx.disk_limit,
+                namespaces=self.ctx.namespaces, stdin=stdin_r, stdout=out_w, stderr=err_w,
+                ctl=ctl_r, report=rep_w, status=st_w, seccomp=self.seccomp_fd,
+                slot_ns=self.slot_ns, landlock_abi=abi,
+                landlock_handled=landlock.handled(abi) if abi else (0, 0, 0),
+                landlock_rules=landlock.rules(abi, [self.workdir]) if abi else ())
         finally:
             for fd in (stdin_r, out_w, err_w, rep_w, ctl_r, st_w):
                 if fd >= 0:
@@ -424,7 +427,7 @@ class Supervisor:
         # A previous stage's namespaces may still be exiting: their memory
         # must be gone before this stage's baseline is taken.
         self._wait_exiting()
-        sb = self.standby or self._fork_standby()
+        sb = self.standby or self._spawn_standby()
         self.standby = None
         memory = int(msg["memory"])
         in_cgroup = self.ctx.cgroups.start_stage(memory)
@@ -454,8 +457,7 @@ class Supervisor:
                 # data limit is only a loose backstop above it, since such
                 # runtimes map fixed regions at start (SBCL ~170 MiB).
                 rlimits.append((resource.RLIMIT_DATA, memory + (256 << 20)))
-        spec = json.dumps({"argv": msg["argv"], "env": msg["env"], "rlimits": rlimits,
-                           "read_paths": msg.get("read_paths", [])}).encode()
+        spec = helper.encode_spec(msg["argv"], msg["env"], rlimits, msg.get("read_paths", []))
         start = time.monotonic()
         try:
             _write_all(sb.ctl_w, spec)

@@ -1,0 +1,466 @@
+/*
+ * pesto-exec: one stage's process chain, from spawn to the program's exec.
+ *
+ * The slot supervisor (root, Python) starts this with posix_spawn while the
+ * slot is idle. It does, in this order, everything that does not depend on
+ * the program (phase 1), then blocks on its control pipe until the stage's
+ * spec arrives (phase 2: chdir, rlimits, the language's Landlock read rules,
+ * execve). It is C so that a run costs one vfork+exec and two small forks
+ * instead of three forks of a Python process (copy-on-write faults of a
+ * 20 MiB heap, twice per run, were most of the sandbox's CPU per run).
+ *
+ * The policy (which paths, which syscalls) stays in Python: the Landlock
+ * rules come on the command line and the seccomp program as a file. This
+ * file is the mechanism only, one linear function, each step commented
+ * with why it is where it is.
+ *
+ * Any failure writes "step:errno:message" to the report pipe and exits 127;
+ * the report pipe is close-on-exec, so EOF without a report means the exec
+ * succeeded. The supervisor never mistakes a half-built sandbox for a run.
+ *
+ * Usage (all numbers decimal; an absent fd is -1):
+ *   pesto-exec UID GID WORKDIR TMP_SIZE NAMESPACES
+ *              STDIN STDOUT STDERR CTL REPORT STATUS SECCOMP USERNS NETNS
+ *              LANDLOCK_ABI HANDLED_FS HANDLED_NET SCOPED [PATH RIGHTS]...
+ * Spec on CTL, read to EOF (EOF at once: the standby is discarded, exit 0),
+ * NUL-terminated fields:
+ *   argc argv... envc env... nrlimits (resource value)... npaths path...
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/filter.h>
+#include <linux/mount.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Where the descriptors end up (the supervisor passes its own numbers). */
+enum { FD_CTL = 3, FD_REPORT, FD_STATUS, FD_SECCOMP, FD_USERNS, FD_NETNS, FD_FIRST_FREE };
+
+#define SPEC_MAX (16 << 20)
+#define MAX_ITEMS 65536
+
+/* Landlock's uapi structs, as of ABI 6 (Debian 12's headers stop at ABI 3). */
+struct ll_ruleset_attr { uint64_t handled_fs, handled_net, scoped; };
+struct ll_path_beneath { uint64_t allowed; int32_t parent_fd; } __attribute__((packed));
+#define LL_RULE_PATH_BENEATH 1
+#define LL_EXECUTE (1ULL << 0)
+#define LL_WRITE_FILE (1ULL << 1)
+#define LL_READ_FILE (1ULL << 2)
+#define LL_READ_DIR (1ULL << 3)
+#define LL_TRUNCATE (1ULL << 14)
+#define LL_IOCTL_DEV (1ULL << 15)
+/* The rights Landlock accepts on a rule for a file (not a directory). */
+#define LL_FILE_RIGHTS (LL_EXECUTE | LL_WRITE_FILE | LL_READ_FILE | LL_TRUNCATE | LL_IOCTL_DEV)
+
+static const char *step = "start";
+static int report_fd = -1;
+
+/* Report the failed step and end: nothing half-built ever runs a program. */
+static void __attribute__((noreturn)) fail(int err, const char *fmt, ...)
+{
+    char msg[1024];
+    int n = snprintf(msg, sizeof msg, "%s:%d:", step, err);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg + n, sizeof msg - n, fmt, ap);
+    va_end(ap);
+    if (report_fd >= 0 && write(report_fd, msg, strlen(msg)) < 0) { /* nobody to tell */ }
+    _exit(127);
+}
+
+#define CHECK(expr, what) do { if ((expr) < 0) fail(errno, "%s: %s", what, strerror(errno)); } while (0)
+
+static long num(const char *s)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *s == '\0' || *end != '\0')
+        fail(EINVAL, "bad number %.40s", s);
+    return (long)v;
+}
+
+static void write_file(const char *path, const char *data)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    CHECK(fd, path);
+    CHECK(write(fd, data, strlen(data)), path);
+    close(fd);
+}
+
+static void set_mount_attr(const char *path, unsigned flags, uint64_t set, uint64_t clr)
+{
+    struct mount_attr attr = { .attr_set = set, .attr_clr = clr };
+    CHECK(syscall(SYS_mount_setattr, AT_FDCWD, path, flags, &attr, sizeof attr), path);
+}
+
+/* Close every descriptor from `low` up except those in keep[] (sorted, >= low). */
+static void close_from_except(int low, const int *keep, int nkeep)
+{
+    for (int i = 0; i < nkeep; i++) {
+        if (keep[i] < low)
+            continue;
+        if (keep[i] > low)
+            syscall(SYS_close_range, low, keep[i] - 1, 0);
+        low = keep[i] + 1;
+    }
+    syscall(SYS_close_range, low, ~0U, 0);
+}
+
+/* Read the whole spec (until the supervisor closes its end). */
+static char *read_all(int fd, size_t *len)
+{
+    size_t cap = 65536, n = 0;
+    char *buf = malloc(cap);
+    if (!buf)
+        fail(ENOMEM, "spec buffer");
+    for (;;) {
+        if (n == cap) {
+            if (cap >= SPEC_MAX)
+                fail(E2BIG, "spec too large");
+            cap *= 2;
+            if (!(buf = realloc(buf, cap)))
+                fail(ENOMEM, "spec buffer");
+        }
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        CHECK(r, "read spec");
+        if (r == 0)
+            break;
+        n += r;
+    }
+    *len = n;
+    return buf;
+}
+
+/* The spec's fields, one NUL-terminated string after another. */
+struct cursor { char *p, *end; };
+
+static char *field(struct cursor *c)
+{
+    char *s = c->p;
+    char *nul = memchr(s, '\0', c->end - s);
+    if (!nul)
+        fail(EINVAL, "truncated spec");
+    c->p = nul + 1;
+    return s;
+}
+
+static char **fields(struct cursor *c)
+{
+    long n = num(field(c));
+    if (n < 0 || n > MAX_ITEMS)
+        fail(EINVAL, "bad count in spec");
+    char **v = calloc(n + 1, sizeof *v);
+    if (!v)
+        fail(ENOMEM, "spec");
+    for (long i = 0; i < n; i++)
+        v[i] = field(c);
+    return v;
+}
+
+static void landlock_add(int ruleset, const char *path, uint64_t rights, uint64_t handled)
+{
+    int fd = open(path, O_PATH | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return;   /* a path this host lacks: nothing to allow */
+        fail(errno, "open %s: %s", path, strerror(errno));
+    }
+    struct stat st;
+    CHECK(fstat(fd, &st), path);
+    if (!S_ISDIR(st.st_mode))
+        rights &= LL_FILE_RIGHTS & handled;
+    struct ll_path_beneath rule = { .allowed = rights, .parent_fd = fd };
+    CHECK(syscall(SYS_landlock_add_rule, ruleset, LL_RULE_PATH_BENEATH, &rule, 0), path);
+    close(fd);
+}
+
+/*
+ * PID namespace: this process (outside it) forks init (PID 1), which forks
+ * the program (PID 2). Returns only in the program. Init reaps everything
+ * in the namespace, and when the program ends writes "status utime stime
+ * maxrss" to the status pipe and exits, which makes the kernel kill
+ * whatever is left in the namespace. The outer process only mirrors init's
+ * end. Neither runs user code, keeps a descriptor of the supervisor's, or
+ * is dumpable: the program (same uid, no capability) cannot ptrace them.
+ */
+static void fork_init(void)
+{
+    step = "fork_init";
+    pid_t init = fork();
+    CHECK(init, "fork init");
+    if (init > 0) {
+        prctl(PR_SET_DUMPABLE, 0);
+        syscall(SYS_close_range, 0, ~0U, 0);
+        int st;
+        while (waitpid(init, &st, 0) < 0 && errno == EINTR) {}
+        _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + SIGKILL);
+    }
+    /* init: dies with the outer process, and the namespace with it. */
+    prctl(PR_SET_DUMPABLE, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    /* A /proc of this namespace where the kernel allows it (podman masks
+     * parts of its /proc, and then the kernel refuses: keep the old one). */
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    pid_t prog = fork();
+    CHECK(prog, "fork program");
+    if (prog == 0) {
+        close(FD_STATUS);
+        return;
+    }
+    int keep[] = { FD_STATUS };
+    close_from_except(0, keep, 1);
+    double utime = 0, stime = 0;
+    long maxrss = 0;
+    int st = 0;
+    for (;;) {
+        struct rusage ru;
+        pid_t p = wait4(-1, &st, 0, &ru);
+        if (p < 0) {
+            if (errno == EINTR)
+                continue;
+            _exit(1);   /* cannot happen while the program is our child */
+        }
+        utime += ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6;
+        stime += ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+        if (ru.ru_maxrss > maxrss)
+            maxrss = ru.ru_maxrss;
+        if (p == prog)
+            break;
+    }
+    char msg[128];
+    int n = snprintf(msg, sizeof msg, "%d %.6f %.6f %ld", st, utime, stime, maxrss);
+    if (write(FD_STATUS, msg, n) < 0) { /* the supervisor is gone */ }
+    _exit(0);   /* the kernel kills whatever is left in the namespace */
+}
+
+/*
+ * Namespaces, entered as the run's uid (so the user namespace is the run's
+ * own, which needs no CAP_SYS_ADMIN and works in a default podman
+ * container) and before Landlock and seccomp, which forbid unshare:
+ * user, IPC, UTS, mount, PID, and network unless the slot's was joined.
+ * Inside, the program keeps its uid (identity maps). The mount namespace is
+ * private (nothing propagates out), read-only everywhere except the work dir
+ * and fresh size-capped tmpfs on /tmp, /var/tmp and /dev/shm.
+ */
+static void enter_namespaces(uid_t uid, gid_t gid, const char *workdir, long tmp_size, int own_net)
+{
+    step = "namespaces";
+    /* setresuid made us non-dumpable, which makes our /proc files root's: we
+     * could not write our own maps. */
+    CHECK(prctl(PR_SET_DUMPABLE, 1), "dumpable");
+    int flags = CLONE_NEWUSER | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNS | CLONE_NEWPID;
+    if (own_net)
+        flags |= CLONE_NEWNET;
+    CHECK(unshare(flags), "unshare");
+    char map[64];
+    snprintf(map, sizeof map, "%u %u 1\n", uid, uid);
+    write_file("/proc/self/uid_map", map);
+    /* An unprivileged process may write its gid map only after this. */
+    write_file("/proc/self/setgroups", "deny");
+    snprintf(map, sizeof map, "%u %u 1\n", gid, gid);
+    write_file("/proc/self/gid_map", map);
+
+    CHECK(mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL), "make / private");
+    /* A mount of its own, so that it can stay writable under the read-only tree. */
+    CHECK(mount(workdir, workdir, NULL, MS_BIND | MS_REC, NULL), "bind work dir");
+    static const char *tmps[] = { "/tmp", "/var/tmp", "/dev/shm" };
+    int have_tmp[3] = { 0 };
+    char opts[96];
+    snprintf(opts, sizeof opts, "size=%ld,nr_inodes=4096,mode=1777", tmp_size);
+    for (int i = 0; i < 3; i++) {
+        struct stat st;
+        if (stat(tmps[i], &st) == 0 && S_ISDIR(st.st_mode)) {
+            CHECK(mount("pesto-tmp", tmps[i], "tmpfs", MS_NOSUID | MS_NODEV, opts), tmps[i]);
+            have_tmp[i] = 1;
+        }
+    }
+    set_mount_attr("/", AT_RECURSIVE, MOUNT_ATTR_RDONLY, 0);
+    /* The read-only pass covered the new mounts too: open those again. */
+    set_mount_attr(workdir, 0, 0, MOUNT_ATTR_RDONLY);
+    for (int i = 0; i < 3; i++)
+        if (have_tmp[i])
+            set_mount_attr(tmps[i], 0, 0, MOUNT_ATTR_RDONLY);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 19 || (argc - 19) % 2)
+        return 2;
+    uid_t uid = num(argv[1]);
+    gid_t gid = num(argv[2]);
+    const char *workdir = argv[3];
+    long tmp_size = num(argv[4]);
+    int with_ns = num(argv[5]);
+    int given[9];   /* stdin stdout stderr ctl report status seccomp userns netns */
+    for (int i = 0; i < 9; i++)
+        given[i] = num(argv[6 + i]);
+    int ll_abi = num(argv[15]);
+    struct ll_ruleset_attr ll_attr = { (uint64_t)num(argv[16]), (uint64_t)num(argv[17]),
+                                       (uint64_t)num(argv[18]) };
+    report_fd = given[4];
+    pid_t supervisor = getppid();
+
+    /* Dispositions the supervisor ignores (Python ignores SIGPIPE and
+     * SIGXFSZ) survive exec: the program would inherit them (`yes | head`
+     * never ending). Default everything, block nothing. */
+    step = "signals";
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            signal(sig, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+
+    /* A session of its own: no controlling terminal, and the run's process
+     * group is not the supervisor's. */
+    step = "setsid";
+    CHECK(setsid(), "setsid");
+
+    /* Descriptors to fixed numbers (0-8), through copies above them so that
+     * no move overwrites a descriptor still to be moved; then nothing else
+     * of the supervisor's stays open. */
+    step = "fds";
+    int copies[9];
+    for (int i = 0; i < 9; i++) {
+        copies[i] = given[i] < 0 ? -1 : fcntl(given[i], F_DUPFD_CLOEXEC, 64);
+        if (given[i] >= 0 && copies[i] < 0)
+            fail(errno, "dup %d: %s", given[i], strerror(errno));
+    }
+    for (int i = 0; i < 9; i++) {
+        if (copies[i] >= 0)
+            CHECK(dup3(copies[i], i, i < 3 ? 0 : O_CLOEXEC), "dup3");
+        else
+            close(i);
+    }
+    report_fd = FD_REPORT;
+    syscall(SYS_close_range, FD_FIRST_FREE, ~0U, 0);
+    if (copies[0] < 0 || copies[1] < 0 || copies[2] < 0 || copies[3] < 0 || copies[4] < 0)
+        fail(EBADF, "stdio, control and report pipes are required");
+
+    /* The OOM killer must pick the run, never its supervisor (raising one's
+     * own score needs no privilege). */
+    step = "oom_score_adj";
+    write_file("/proc/self/oom_score_adj", "1000");
+
+    /* The slot's network namespace (no interface up), joined while still
+     * root: its owner may enter it without CAP_SYS_ADMIN. */
+    step = "slot_network";
+    if (copies[7] >= 0) {
+        CHECK(setns(FD_USERNS, CLONE_NEWUSER), "setns user");
+        CHECK(setns(FD_NETNS, CLONE_NEWNET), "setns net");
+    }
+    close(FD_USERNS);
+    close(FD_NETNS);
+
+    /* Identity: groups first (needs root), then gid, then uid last, since
+     * after setresuid none of the others could be done. */
+    step = "identity";
+    CHECK(setgroups(0, NULL), "setgroups");
+    CHECK(setresgid(gid, gid, gid), "setresgid");
+    CHECK(setresuid(uid, uid, uid), "setresuid");
+
+    /* Must not outlive the supervisor (set after the uid change, which
+     * clears it); if it already died, the signal would never come. */
+    step = "pdeathsig";
+    CHECK(prctl(PR_SET_PDEATHSIG, SIGKILL), "pdeathsig");
+    if (getppid() != supervisor)
+        fail(ESRCH, "supervisor gone");
+
+    if (with_ns) {
+        enter_namespaces(uid, gid, workdir, tmp_size, copies[7] < 0);
+        fork_init();   /* from here on: the program, PID 2 */
+    }
+    close(FD_STATUS);
+
+    /* The ruleset is built here, after the mounts, so that its /proc rule
+     * names this namespace's /proc. Opening with O_PATH needs no read
+     * permission. The language's read paths come with the spec. */
+    step = "landlock_rules";
+    int ruleset = -1;
+    if (ll_abi > 0) {
+        size_t size = ll_abi >= 6 ? 24 : ll_abi >= 4 ? 16 : 8;
+        ruleset = syscall(SYS_landlock_create_ruleset, &ll_attr, size, 0);
+        CHECK(ruleset, "landlock_create_ruleset");
+        for (int i = 19; i + 1 < argc; i += 2)
+            landlock_add(ruleset, argv[i], (uint64_t)num(argv[i + 1]), ll_attr.handled_fs);
+    }
+
+    /* no_new_privs: setuid binaries cannot elevate, and an unprivileged
+     * process needs it to install Landlock and seccomp. */
+    step = "no_new_privs";
+    CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs");
+
+    /* seccomp already now: nothing phase 2 does (read, chdir, setrlimit,
+     * landlock, execve) is on its deny list. */
+    step = "seccomp";
+    if (copies[6] >= 0) {
+        struct stat st;
+        CHECK(fstat(FD_SECCOMP, &st), "fstat seccomp");
+        if (st.st_size <= 0 || st.st_size % sizeof(struct sock_filter) || st.st_size > 4096 * 8)
+            fail(EINVAL, "bad seccomp program size %ld", (long)st.st_size);
+        struct sock_filter *code = malloc(st.st_size);
+        if (!code || pread(FD_SECCOMP, code, st.st_size, 0) != st.st_size)
+            fail(errno, "read seccomp program");
+        struct sock_fprog prog = { .len = st.st_size / sizeof *code, .filter = code };
+        CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0), "install seccomp");
+        free(code);
+    }
+    close(FD_SECCOMP);
+
+    /* ---- phase 2: the stage's spec ---- */
+    step = "spec";
+    size_t len;
+    char *spec = read_all(FD_CTL, &len);
+    if (len == 0)
+        _exit(0);   /* the supervisor discarded this standby */
+    close(FD_CTL);
+    struct cursor c = { spec, spec + len };
+    char **args = fields(&c);
+    char **env = fields(&c);
+    char **limits = fields(&c);
+    char **paths = fields(&c);
+    if (!args[0])
+        fail(EINVAL, "empty argv");
+
+    step = "chdir";
+    CHECK(chdir(workdir), "chdir");
+
+    /* Lowering limits needs no privilege; NPROC counts per uid. */
+    step = "rlimits";
+    for (int i = 0; limits[i] && limits[i + 1]; i += 2) {
+        rlim_t v = (rlim_t)num(limits[i + 1]);
+        struct rlimit rl = { v, v };
+        CHECK(setrlimit((int)num(limits[i]), &rl), limits[i]);
+    }
+
+    step = "landlock";
+    if (ruleset >= 0) {
+        for (int i = 0; paths[i]; i++)
+            landlock_add(ruleset, paths[i], LL_EXECUTE | LL_READ_FILE | LL_READ_DIR,
+                         ll_attr.handled_fs);
+        CHECK(syscall(SYS_landlock_restrict_self, ruleset, 0), "landlock_restrict_self");
+        close(ruleset);
+    }
+
+    step = "exec";
+    execve(args[0], args, env);
+    fail(errno, "%s: %s", args[0], strerror(errno));
+}
