@@ -112,14 +112,20 @@ def leftover_workdirs(runner_or_settings) -> list[str]:
     share the root), except the empty ones idle slots hold for their next job."""
     settings, ready = _range_and_ready(runner_or_settings)
     lo, hi = settings.uid_base, settings.uid_base + settings.uid_count
-    work = settings.sandbox_dir / "work"
-    left = []
-    for n in os.listdir(work):
-        if n.isdigit() and lo <= int(n) < hi:
-            if int(n) in ready and not os.listdir(work / n):
-                continue
-            left.append(n)
-    return left
+    # The host's work root, and each slot's private tmpfs (seen through its
+    # supervisor's descriptor: invisible in the host's tree).
+    roots = [str(settings.sandbox_dir / "work")]
+    engine = getattr(runner_or_settings, "engine", None)
+    if engine is not None:
+        roots += engine.sandbox.work_views
+    left = set()
+    for root in roots:
+        for n in os.listdir(root):
+            if n.isdigit() and lo <= int(n) < hi:
+                if int(n) in ready and not os.listdir(os.path.join(root, n)):
+                    continue
+                left.add(n)
+    return sorted(left)
 
 
 def find_run_process(settings, needle: str) -> int | None:

@@ -104,6 +104,7 @@ class Sandbox:
         self.slot_count = slots
         self._idle: asyncio.Queue[Slot] = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
+        self.work_views: list[str] = []   # see settle()
 
     @classmethod
     async def start(cls, *, uid_base: int, uid_count: int, sandbox_dir: str, slots: int,
@@ -116,7 +117,7 @@ class Sandbox:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pesto.sandbox.spawner", str(theirs.fileno()), cfg],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True,
-            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(sys.path)})
+            env={"PATH": "/usr/bin:/bin", **({"PESTO_PROFILE": "1"} if os.environ.get("PESTO_PROFILE") else {}), "PYTHONPATH": os.pathsep.join(sys.path)})
         theirs.close()
         loop = asyncio.get_running_loop()
         ours.setblocking(False)
@@ -202,21 +203,27 @@ class Sandbox:
 
         Returns the uids the idle slots hold ready for their next job (each
         with an empty work dir and a waiting standby child, no user code).
+        Also notes in `work_views` where each slot's work root can be seen
+        from here (a slot's private tmpfs is invisible in the host's tree).
         """
         await self.wait_idle()
         slots = [self._idle.get_nowait() for _ in range(self._idle.qsize())]
         ready: set[int] = set()
+        views = []
         try:
             for slot in slots:
                 if not slot.dead:
                     try:
-                        ready.add((await slot.call({"op": "sync"})).get("standby_uid", -1))
+                        reply = await slot.call({"op": "sync"})
                     except SandboxError:
-                        pass
+                        continue
+                    ready.add(reply.get("standby_uid", -1))
+                    views.append(reply["work_view"])
         finally:
             for slot in slots:
                 self._idle.put_nowait(slot)
         ready.discard(-1)
+        self.work_views = views
         return ready
 
     async def wait_idle(self) -> None:

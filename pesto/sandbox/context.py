@@ -35,6 +35,7 @@ class Context:
     seccomp: kernel.SeccompProgram | None
     tmpfs: bool
     namespaces: bool
+    userns: bool        # unprivileged user namespaces work (even if namespaces are disabled)
     cgroups: Any
     layers: dict[str, Layer]
 
@@ -125,17 +126,19 @@ def _read_to_end(fd: int) -> bytes:
     return data
 
 
-def _probe_tmpfs(work_root: str) -> tuple[bool, str]:
-    path = os.path.join(work_root, f".probe-{os.getpid()}")
-    os.makedirs(path, exist_ok=True)
+def _probe_tmpfs(work_root: str, userns: bool) -> tuple[bool, str]:
+    """Can a slot get its private tmpfs (namespaces.slot_namespaces)?"""
+    from pesto.sandbox import namespaces
     try:
-        kernel.mount("pesto", path, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV, "size=1m")
-        kernel.umount2(path, kernel.MNT_DETACH)
-        return True, "per-run tmpfs work dirs (kernel-enforced disk cap)"
+        slot = namespaces.slot_namespaces(work_root, 1 << 20, user=userns, net=False, mnt=True)
     except OSError as exc:
-        return False, f"cannot mount tmpfs ({exc.strerror}): disk cap is RLIMIT_FSIZE per file only"
-    finally:
-        os.rmdir(path)
+        return False, (f"cannot mount a private tmpfs ({exc.strerror or exc}): "
+                       "the disk cap is RLIMIT_FSIZE per file only")
+    assert slot is not None
+    for fd in (*slot.child_fds(), slot.work_fd):
+        if fd >= 0:
+            os.close(fd)
+    return True, "a private size-capped tmpfs per slot for its work dirs (kernel-enforced disk cap)"
 
 
 def probe(*, uid_base: int, uid_count: int, sandbox_dir: str,
@@ -183,11 +186,12 @@ def probe(*, uid_base: int, uid_count: int, sandbox_dir: str,
     cg = cgroups.probe() if "cgroups" not in disable else cgroups.NoCgroups()
     layers["cgroups"] = Layer(cg.available, cg.available, cg.reason)
 
-    tmpfs_ok, tmpfs_why = _probe_tmpfs(work_root) if root else (False, "not root")
+    tmpfs_ok, tmpfs_why = _probe_tmpfs(work_root, ns_ok) if root else (False, "not root")
     layers["disk"] = Layer(tmpfs_ok, tmpfs_ok and "disk" not in disable, tmpfs_why)
 
     return Context(uid_base=uid_base, uid_count=uid_count, work_root=work_root,
                    disk_limit=disk_limit,
                    landlock_abi=abi if ll_enabled else 0, seccomp=prog,
                    tmpfs=layers["disk"].enabled, namespaces=layers["namespaces"].enabled,
+                   userns=ns_ok,
                    cgroups=cg, layers=layers)

@@ -69,7 +69,7 @@ def encode_spec(argv: Sequence[str], env: Mapping[str, str], rlimits: Sequence[t
 
 def spawn(*, uid: int, gid: int, workdir: str, tmp_size: int, namespaces: bool,
           stdin: int, stdout: int, stderr: int, ctl: int, report: int, status: int = -1,
-          seccomp: int = -1, slot_ns: tuple[int, int] | None = None, landlock_abi: int = 0,
+          seccomp: int = -1, slot_ns: tuple[int, int, int] = (-1, -1, -1), landlock_abi: int = 0,
           landlock_handled: tuple[int, int, int] = (0, 0, 0),
           landlock_rules: Sequence[tuple[str, int]] = ()) -> int:
     """Start a standby for one stage; returns its pid.
@@ -78,8 +78,7 @@ def spawn(*, uid: int, gid: int, workdir: str, tmp_size: int, namespaces: bool,
     moves them to fixed numbers and closes every other one it inherited.
     The caller closes its copies of the child's ends afterwards.
     """
-    userns, netns = slot_ns if slot_ns else (-1, -1)
-    fds = [stdin, stdout, stderr, ctl, report, status, seccomp, userns, netns]
+    fds = [stdin, stdout, stderr, ctl, report, status, seccomp, *slot_ns]
     for fd in fds:
         if fd >= 0:
             os.set_inheritable(fd, True)

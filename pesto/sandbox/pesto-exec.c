@@ -20,7 +20,7 @@
  *
  * Usage (all numbers decimal; an absent fd is -1):
  *   pesto-exec UID GID WORKDIR TMP_SIZE NAMESPACES
- *              STDIN STDOUT STDERR CTL REPORT STATUS SECCOMP USERNS NETNS
+ *              STDIN STDOUT STDERR CTL REPORT STATUS SECCOMP USERNS NETNS MNTNS
  *              LANDLOCK_ABI HANDLED_FS HANDLED_NET SCOPED [PATH RIGHTS]...
  * Spec on CTL, read to EOF (EOF at once: the standby is discarded, exit 0),
  * NUL-terminated fields:
@@ -49,7 +49,7 @@
 #include <unistd.h>
 
 /* Where the descriptors end up (the supervisor passes its own numbers). */
-enum { FD_CTL = 3, FD_REPORT, FD_STATUS, FD_SECCOMP, FD_USERNS, FD_NETNS, FD_FIRST_FREE };
+enum { FD_CTL = 3, FD_REPORT, FD_STATUS, FD_SECCOMP, FD_USERNS, FD_NETNS, FD_MNTNS, NFDS };
 
 #define SPEC_MAX (16 << 20)
 #define MAX_ITEMS 65536
@@ -302,19 +302,19 @@ static void enter_namespaces(uid_t uid, gid_t gid, const char *workdir, long tmp
 
 int main(int argc, char **argv)
 {
-    if (argc < 19 || (argc - 19) % 2)
+    if (argc < 20 || (argc - 20) % 2)
         return 2;
     uid_t uid = num(argv[1]);
     gid_t gid = num(argv[2]);
     const char *workdir = argv[3];
     long tmp_size = num(argv[4]);
     int with_ns = num(argv[5]);
-    int given[9];   /* stdin stdout stderr ctl report status seccomp userns netns */
-    for (int i = 0; i < 9; i++)
+    int given[NFDS];   /* stdin stdout stderr ctl report status seccomp userns netns mntns */
+    for (int i = 0; i < NFDS; i++)
         given[i] = num(argv[6 + i]);
-    int ll_abi = num(argv[15]);
-    struct ll_ruleset_attr ll_attr = { (uint64_t)num(argv[16]), (uint64_t)num(argv[17]),
-                                       (uint64_t)num(argv[18]) };
+    int ll_abi = num(argv[16]);
+    struct ll_ruleset_attr ll_attr = { (uint64_t)num(argv[17]), (uint64_t)num(argv[18]),
+                                       (uint64_t)num(argv[19]) };
     report_fd = given[4];
     pid_t supervisor = getppid();
 
@@ -334,24 +334,24 @@ int main(int argc, char **argv)
     step = "setsid";
     CHECK(setsid(), "setsid");
 
-    /* Descriptors to fixed numbers (0-8), through copies above them so that
+    /* Descriptors to fixed numbers (0-9), through copies above them so that
      * no move overwrites a descriptor still to be moved; then nothing else
      * of the supervisor's stays open. */
     step = "fds";
-    int copies[9];
-    for (int i = 0; i < 9; i++) {
+    int copies[NFDS];
+    for (int i = 0; i < NFDS; i++) {
         copies[i] = given[i] < 0 ? -1 : fcntl(given[i], F_DUPFD_CLOEXEC, 64);
         if (given[i] >= 0 && copies[i] < 0)
             fail(errno, "dup %d: %s", given[i], strerror(errno));
     }
-    for (int i = 0; i < 9; i++) {
+    for (int i = 0; i < NFDS; i++) {
         if (copies[i] >= 0)
             CHECK(dup3(copies[i], i, i < 3 ? 0 : O_CLOEXEC), "dup3");
         else
             close(i);
     }
     report_fd = FD_REPORT;
-    syscall(SYS_close_range, FD_FIRST_FREE, ~0U, 0);
+    syscall(SYS_close_range, NFDS, ~0U, 0);
     if (copies[0] < 0 || copies[1] < 0 || copies[2] < 0 || copies[3] < 0 || copies[4] < 0)
         fail(EBADF, "stdio, control and report pipes are required");
 
@@ -360,15 +360,22 @@ int main(int argc, char **argv)
     step = "oom_score_adj";
     write_file("/proc/self/oom_score_adj", "1000");
 
-    /* The slot's network namespace (no interface up), joined while still
-     * root: its owner may enter it without CAP_SYS_ADMIN. */
-    step = "slot_network";
-    if (copies[7] >= 0) {
+    /* The slot's namespaces (see namespaces.slot_namespaces): its user
+     * namespace first, as root, since its owner has every capability in it
+     * (even without CAP_SYS_ADMIN outside, e.g. in a container), which
+     * entering the other two needs; then its network namespace (no
+     * interface up) and its mount namespace (the work root is the slot's
+     * private tmpfs there). */
+    step = "slot_namespaces";
+    if (copies[FD_USERNS] >= 0)
         CHECK(setns(FD_USERNS, CLONE_NEWUSER), "setns user");
+    if (copies[FD_NETNS] >= 0)
         CHECK(setns(FD_NETNS, CLONE_NEWNET), "setns net");
-    }
+    if (copies[FD_MNTNS] >= 0)
+        CHECK(setns(FD_MNTNS, CLONE_NEWNS), "setns mnt");
     close(FD_USERNS);
     close(FD_NETNS);
+    close(FD_MNTNS);
 
     /* Identity: groups first (needs root), then gid, then uid last, since
      * after setresuid none of the others could be done. */
@@ -385,7 +392,7 @@ int main(int argc, char **argv)
         fail(ESRCH, "supervisor gone");
 
     if (with_ns) {
-        enter_namespaces(uid, gid, workdir, tmp_size, copies[7] < 0);
+        enter_namespaces(uid, gid, workdir, tmp_size, copies[FD_NETNS] < 0);
         fork_init();   /* from here on: the program, PID 2 */
     }
     close(FD_STATUS);
@@ -399,7 +406,7 @@ int main(int argc, char **argv)
         size_t size = ll_abi >= 6 ? 24 : ll_abi >= 4 ? 16 : 8;
         ruleset = syscall(SYS_landlock_create_ruleset, &ll_attr, size, 0);
         CHECK(ruleset, "landlock_create_ruleset");
-        for (int i = 19; i + 1 < argc; i += 2)
+        for (int i = 20; i + 1 < argc; i += 2)
             landlock_add(ruleset, argv[i], (uint64_t)num(argv[i + 1]), ll_attr.handled_fs);
     }
 
@@ -411,7 +418,7 @@ int main(int argc, char **argv)
     /* seccomp already now: nothing phase 2 does (read, chdir, setrlimit,
      * landlock, execve) is on its deny list. */
     step = "seccomp";
-    if (copies[6] >= 0) {
+    if (copies[FD_SECCOMP] >= 0) {
         struct stat st;
         CHECK(fstat(FD_SECCOMP, &st), "fstat seccomp");
         if (st.st_size <= 0 || st.st_size % sizeof(struct sock_filter) || st.st_size > 4096 * 8)

@@ -90,16 +90,15 @@ class Reaper:
             self._count(ru)
 
 
-def _remove_tree(path: str) -> None:
+def _remove_tree(name: str, dir_fd: int) -> None:
     # shutil.rmtree uses the fd-based walk on Linux (avoids_symlink_attacks),
     # and no process of the run is alive by now to race it.
+    shutil.rmtree(name, ignore_errors=True, dir_fd=dir_fd)
     try:
-        kernel.umount2(path, kernel.MNT_DETACH)
-    except OSError:
-        pass
-    shutil.rmtree(path, ignore_errors=True)
-    if os.path.lexists(path):
-        shutil.rmtree(path)
+        os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(name, dir_fd=dir_fd)   # raises what it could not remove
 
 
 def _scrub_shared_tmp(uid: int) -> None:
@@ -124,9 +123,14 @@ def _scrub_shared_tmp(uid: int) -> None:
 def sweep(uid: int, ctx: Context) -> None:
     """Remove every trace of a uid whose previous holder died before cleaning."""
     kill_uid(uid)
-    workdir = os.path.join(ctx.work_root, str(uid))
-    if os.path.lexists(workdir):
-        _remove_tree(workdir)
+    # A work dir in the shared work root (no private tmpfs); one in a dead
+    # slot's tmpfs vanished with the slot.
+    if os.path.lexists(os.path.join(ctx.work_root, str(uid))):
+        fd = os.open(ctx.work_root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            _remove_tree(str(uid), fd)
+        finally:
+            os.close(fd)
     if not ctx.landlock_abi:
         _scrub_shared_tmp(uid)
 
@@ -216,14 +220,14 @@ class Supervisor:
         self.aborted = False
         # pidfds of stage processes whose namespaces are being torn down
         self.exiting: list[int] = []
-        # The slot's reusable network namespace, where the host allows it;
-        # otherwise every run gets a fresh one of its own.
-        self.slot_ns: tuple[int, int] | None = None
-        if ctx.namespaces:
-            try:
-                self.slot_ns = namespaces.slot_network()
-            except OSError:
-                self.slot_ns = None
+        # The slot's namespaces: its reusable network namespace and its
+        # private tmpfs for work dirs, where the host allows them.
+        self.slot_ns = namespaces.slot_namespaces(
+            ctx.work_root, ctx.disk_limit, user=ctx.userns, net=ctx.namespaces, mnt=ctx.tmpfs)
+        # Work dirs are made and removed through this descriptor only.
+        self.private_work = self.slot_ns is not None and self.slot_ns.mnt_fd >= 0
+        self.work_fd = self.slot_ns.work_fd if self.slot_ns else \
+            os.open(ctx.work_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         # The seccomp program, as a file the exec helper reads.
         self.seccomp_fd = -1
         if ctx.seccomp is not None:
@@ -270,7 +274,9 @@ class Supervisor:
             if op == "abort":
                 return {"ok": True, "abort": True}
             if op == "sync":   # answered once everything before it is done
-                return {"ok": True, "standby_uid": self.uid if not self.used else -1}
+                # The work root as this slot sees it, for the tests' checks.
+                return {"ok": True, "standby_uid": self.uid if not self.used else -1,
+                        "work_view": f"/proc/{os.getpid()}/fd/{self.work_fd}"}
             if op == "sweep":
                 self.sweep_uid(int(msg["uid"]))
                 return {"ok": True}
@@ -303,12 +309,12 @@ class Supervisor:
                 self.standby = None
             # As subreaper, every process of the uid is our descendant: when
             # none is left, none of the uid is (no unconditional kill needed).
-            for pidfd in self.exiting:
-                os.close(pidfd)
-            self.exiting.clear()
+            # The stages' outer processes exit by themselves once their
+            # namespaces are gone: wait for that rather than fork a killer.
+            self._wait_exiting()
             Reaper(self.uid).kill_and_reap()
             if self.workdir:
-                _remove_tree(self.workdir)
+                _remove_tree(str(self.uid), self.work_fd)
             if not self.ctx.landlock_abi:
                 _scrub_shared_tmp(self.uid)
             os.ftruncate(self.lock_fd, 0)   # clean: the next holder need not sweep
@@ -332,19 +338,17 @@ class Supervisor:
     def _lease(self) -> None:
         uid, lock_fd = self.uids.lease()
         self.uid, self.lock_fd = uid, lock_fd
-        workdir = os.path.join(self.ctx.work_root, str(uid))
         sweep_if_dirty(uid, lock_fd, self.ctx)
         os.pwrite(lock_fd, b"dirty", 0)   # until finish() has cleaned up
-        os.mkdir(workdir, 0o700)
-        self.workdir = workdir
-        if self.ctx.tmpfs:
-            # A private size-limited tmpfs: the disk cap (fallocate included)
-            # is the kernel's, and removal is one unmount.
-            kernel.mount("pesto", workdir, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV,
-                         f"size={self.ctx.disk_limit},nr_inodes=16384,mode=0700,"
-                         f"uid={uid},gid={uid}")
-        else:
-            os.chown(workdir, uid, uid)
+        if self.private_work:
+            # The slot's tmpfs holds one job at a time: anything in it is
+            # left from an earlier job whose clean-up failed.
+            for name in os.listdir(self.work_fd):
+                _remove_tree(name, self.work_fd)
+        # Made and chowned before any process of the uid exists.
+        os.mkdir(str(uid), 0o700, dir_fd=self.work_fd)
+        os.chown(str(uid), uid, uid, dir_fd=self.work_fd, follow_symlinks=False)
+        self.workdir = os.path.join(self.ctx.work_root, str(uid))
 
     def prepare(self, msg: dict[str, Any]) -> dict[str, Any]:
         if self.used:
@@ -356,7 +360,7 @@ class Supervisor:
         # Written as root into a directory in which no untrusted process has
         # run (the standby child waiting there runs only our code), so no
         # planted link can redirect us.
-        dfd = os.open(self.workdir, os.O_DIRECTORY | os.O_NOFOLLOW)
+        dfd = os.open(str(uid), os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=self.work_fd)
         try:
             for f in msg["files"]:
                 self._write_file(dfd, f["name"], f["content"].encode(), uid)
@@ -412,7 +416,8 @@ class Supervisor:
                 uid=self.uid, gid=self.uid, workdir=self.workdir, tmp_size=self.ctx.disk_limit,
                 namespaces=self.ctx.namespaces, stdin=stdin_r, stdout=out_w, stderr=err_w,
                 ctl=ctl_r, report=rep_w, status=st_w, seccomp=self.seccomp_fd,
-                slot_ns=self.slot_ns, landlock_abi=abi,
+                slot_ns=self.slot_ns.child_fds() if self.slot_ns else (-1, -1, -1),
+                landlock_abi=abi,
                 landlock_handled=landlock.handled(abi) if abi else (0, 0, 0),
                 landlock_rules=landlock.rules(abi, [self.workdir]) if abi else ())
         finally:
@@ -673,4 +678,12 @@ def run(sock_fd: int, slot: int, ctx: Context) -> None:
     sock.set_inheritable(False)
     # Joined once, here: programs forked later are born in the slot's cgroup.
     ctx.cgroups.join(f"{os.getppid()}-{slot}")
-    Supervisor(sock, ctx, slot).serve()
+    if os.environ.get("PESTO_PROFILE"):
+        import cProfile
+        prof = cProfile.Profile()
+        try:
+            prof.runcall(Supervisor(sock, ctx, slot).serve)
+        finally:
+            prof.dump_stats(f"/tmp/sup-{os.getpid()}.prof")
+    else:
+        Supervisor(sock, ctx, slot).serve()
