@@ -64,7 +64,7 @@ def test_trap_judge0_symlinks_planted_in_compile_stage(runner, root_target):
         sb = runner.engine.sandbox
         async with sb.session() as s:
             wd = await s.prepare([("compile.py", plant), ("run.py", use)])
-            r1 = await s.stage(stage_spec(wd, "compile.py"))
+            r1 = await s.stage(stage_spec(wd, "compile.py", more=True))
             r2 = await s.stage(stage_spec(wd, "run.py"))
         return r1, r2
     r1, r2 = runner.loop.run_until_complete(scenario())

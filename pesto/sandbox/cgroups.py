@@ -46,11 +46,6 @@ def _write(path: Path, value: str) -> None:
         f.write(value)
 
 
-def _read_int(path: Path) -> int:
-    with open(path) as f:
-        return int(f.read())
-
-
 class CgroupV1Memory:
     """cgroup v1 `memory` controller (the hierarchy this kind of host has)."""
     available = True
@@ -98,43 +93,44 @@ class CgroupV1Memory:
             _write(Path("/proc/self/oom_score_adj"), "-1000")
         except PermissionError:
             pass
+        # Opened once: each stage then costs a few preads and pwrites.
+        def fd(name: str, flags: int = os.O_RDWR) -> int:
+            return os.open(self.cg / name, flags | os.O_CLOEXEC)
+        self._usage = fd("memory.usage_in_bytes", os.O_RDONLY)
+        self._max_usage = fd("memory.max_usage_in_bytes")
+        self._limit = fd("memory.limit_in_bytes")
+        self._memsw = fd("memory.memsw.limit_in_bytes") if self._has_memsw else -1
+        self._oom_control = fd("memory.oom_control", os.O_RDONLY)
 
     def _oom_kills(self) -> int:
-        assert self.cg is not None
-        with open(self.cg / "memory.oom_control") as f:
-            for line in f:
-                if line.startswith("oom_kill "):
-                    return int(line.split()[1])
+        for line in os.pread(self._oom_control, 4096, 0).split(b"\n"):
+            if line.startswith(b"oom_kill "):
+                return int(line.split()[1])
         return 0
 
-    def _set_limit(self, limit: int) -> None:
-        assert self.cg is not None
+    def _set_limit(self, limit: bytes) -> None:
         # No swap: memsw (memory+swap) equal to memory. memsw must stay >=
         # memory at every write, so open it up first.
-        if self._has_memsw:
-            _write(self.cg / "memory.memsw.limit_in_bytes", "-1")
-        _write(self.cg / "memory.limit_in_bytes", str(limit))
-        if self._has_memsw:
-            _write(self.cg / "memory.memsw.limit_in_bytes", str(limit))
+        if self._memsw >= 0:
+            os.pwrite(self._memsw, b"-1", 0)
+        os.pwrite(self._limit, limit, 0)
+        if self._memsw >= 0 and limit != b"-1":
+            os.pwrite(self._memsw, limit, 0)
 
     def start_stage(self, limit: int) -> bool:
         """Set the limit for the program about to be forked; zero the peak."""
-        assert self.cg is not None
-        self._baseline = _read_int(self.cg / "memory.usage_in_bytes")
-        self._set_limit(limit + self._baseline)
-        _write(self.cg / "memory.max_usage_in_bytes", "0")
+        self._baseline = int(os.pread(self._usage, 64, 0))
+        self._set_limit(str(limit + self._baseline).encode())
+        os.pwrite(self._max_usage, b"0", 0)
         self._oom_before = self._oom_kills()
         return True
 
     def finish_stage(self) -> tuple[int | None, bool]:
         """(peak bytes of the stage, whether the OOM killer acted in it)."""
-        assert self.cg is not None
-        peak = _read_int(self.cg / "memory.max_usage_in_bytes") - self._baseline
+        peak = int(os.pread(self._max_usage, 64, 0)) - self._baseline
         oom = self._oom_kills() > self._oom_before
         # Between stages the supervisor itself must never hit a limit.
-        if self._has_memsw:
-            _write(self.cg / "memory.memsw.limit_in_bytes", "-1")
-        _write(self.cg / "memory.limit_in_bytes", "-1")
+        self._set_limit(b"-1")
         return max(peak, 0), oom
 
 

@@ -73,6 +73,7 @@ class Session:
     def __init__(self, slot: Slot) -> None:
         self.slot = slot
         self.uid = -1
+        self.closed = False
 
     async def _call(self, msg: dict[str, Any]) -> dict[str, Any]:
         reply = await self.slot.call(msg)
@@ -87,11 +88,16 @@ class Session:
         return reply["workdir"]
 
     async def stage(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Run one stage; a stage without `more` ends the job (no close needed)."""
         reply = await self._call({"op": "stage", **spec})
+        if not spec.get("more"):
+            self.closed = True
         return reply["result"]
 
     async def close(self) -> None:
-        await self._call({"op": "close"})
+        if not self.closed:
+            self.closed = True
+            await self._call({"op": "close"})
 
 
 class Sandbox:
@@ -117,7 +123,7 @@ class Sandbox:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pesto.sandbox.spawner", str(theirs.fileno()), cfg],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True,
-            env={"PATH": "/usr/bin:/bin", **({"PESTO_PROFILE": "1"} if os.environ.get("PESTO_PROFILE") else {}), "PYTHONPATH": os.pathsep.join(sys.path)})
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(sys.path)})
         theirs.close()
         loop = asyncio.get_running_loop()
         ours.setblocking(False)

@@ -247,7 +247,10 @@ class Supervisor:
                 protocol.send_blocking(self.sock, self.handle(msg))
                 # After the reply, off the request's path:
                 op = msg.get("op")
-                if op in ("close", "abort") or self.aborted:
+                # A stage without `more` is the job's last: it ends the job
+                # as a close would, saving the server a round trip.
+                last_stage = op == "stage" and not msg.get("more")
+                if op in ("close", "abort") or last_stage or self.aborted:
                     self.aborted = False
                     # Cleaned up after the reply: the result need not wait for
                     # the namespaces' teardown. The uid stays locked until this
@@ -678,12 +681,4 @@ def run(sock_fd: int, slot: int, ctx: Context) -> None:
     sock.set_inheritable(False)
     # Joined once, here: programs forked later are born in the slot's cgroup.
     ctx.cgroups.join(f"{os.getppid()}-{slot}")
-    if os.environ.get("PESTO_PROFILE"):
-        import cProfile
-        prof = cProfile.Profile()
-        try:
-            prof.runcall(Supervisor(sock, ctx, slot).serve)
-        finally:
-            prof.dump_stats(f"/tmp/sup-{os.getpid()}.prof")
-    else:
-        Supervisor(sock, ctx, slot).serve()
+    Supervisor(sock, ctx, slot).serve()
