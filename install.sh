@@ -29,9 +29,10 @@ apt_updated=/tmp/.pesto-apt-updated
 if [ ! -e "$apt_updated" ] || [ -n "$(find "$apt_updated" -mmin +360 2>/dev/null)" ]; then
   apt-get update -qq && touch "$apt_updated"
 fi
-# The server and the Python runtime both use Debian's /usr/bin/python3.
+# The server and the Python runtime both use Debian's /usr/bin/python3; the
+# sandbox's exec helper (pesto/sandbox/pesto-exec.c) is built with gcc.
 need=()
-for pkg in python3 python3-venv ca-certificates procps; do
+for pkg in python3 python3-venv ca-certificates procps gcc libc6-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -44,6 +45,8 @@ if [ ! -x "$here/.venv/bin/python" ]; then
 fi
 "$here/.venv/bin/pip" install -q --disable-pip-version-check -e "$here[test]"
 ln -sf "$here/.venv/bin/pesto" /usr/local/bin/pesto
+# Build the exec helper now (it is named by a hash of its source).
+"$here/.venv/bin/python" -c 'from pesto.sandbox import helper; print("exec helper:", helper.find())'
 set +e
 
 if [ "$languages" = all ]; then
