@@ -298,28 +298,24 @@ class Scheduler:
                 "internal error while running the job; it was marked failed"))
         elapsed = time.monotonic() - started
         self._avg_run = 0.9 * self._avg_run + 0.1 * elapsed
-        # Queue the write, then answer without waiting for it: the store runs
-        # statements in order on one connection, so this UPDATE is ahead of
-        # anything the client can send after reading the answer (a GET of the
-        # job sees it finished). A crash in that sub-millisecond window leaves
-        # the job `running`, which the next start records as failed.
-        write = asyncio.ensure_future(self._store.finish_job(
-            entry.job_id, outcome.status, utcnow(),
-            result=outcome.result.decode() if outcome.result is not None else None,
-            error=error_json(outcome.error) if outcome.status is JobStatus.FAILED
-            and outcome.error is not None else None))
+        # Recorded before the answer (the SQLite store commits it on this
+        # thread in tens of microseconds), so a GET after the answer sees the
+        # job finished. Nothing cancels this task once `executing` is off; the
+        # slot is released whatever happens.
         try:
-            await asyncio.sleep(0)       # the write task's first step queues the statement
+            await self._store.finish_job(
+                entry.job_id, outcome.status, utcnow(),
+                result=outcome.result.decode() if outcome.result is not None else None,
+                error=error_json(outcome.error) if outcome.status is JobStatus.FAILED
+                and outcome.error is not None else None)
+        except Exception:
+            log.exception("job %s: could not record its outcome", entry.job_id)
         finally:
             self._running -= 1
             self._forget(entry)
             self._settle(entry, outcome)
             self._dispatch()
             self._log(entry, outcome.status, result, elapsed)
-        try:
-            await write
-        except Exception:
-            log.exception("job %s: could not record its outcome", entry.job_id)
 
     def _forget(self, entry: _Entry) -> None:
         if self._entries.get(entry.job_id) is entry:

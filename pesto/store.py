@@ -1,11 +1,19 @@
 """The job and token store: every SQL statement of Pesto lives in this file.
 
-One SQLite file in the data dir, WAL mode. Every write and every job read
-goes through one aiosqlite connection in autocommit mode, in the order
-issued; every write is a single statement (the usage counter and
-`last_used_at` are kept by a trigger on job insert), so coroutines sharing
-the connection never interleave inside a transaction. The per-request token
-lookup alone uses a read-only connection on the event loop thread.
+One SQLite file in the data dir, WAL mode, synchronous=NORMAL: a commit is
+a write() to the WAL (it survives the process being killed), fsync happens
+at checkpoints.
+
+The per-request statements (token lookup, job insert, start, finish and
+read) run on the event loop's own thread, on one connection in autocommit
+mode: each is a single indexed statement of tens of microseconds (the
+usage counter and `last_used_at` are kept by a trigger on job insert), far
+less than handing it to a thread and waking the loop again. Being
+synchronous, they are done in the order issued and never interleave. That
+connection never checkpoints; after every `CHECKPOINT_EVERY` of its writes a
+passive checkpoint (the fsyncs) runs on aiosqlite's thread, which also runs
+the rare and possibly long statements (start-up, token commands, the
+retention purge in short batches), so the loop never waits for a disk.
 
 The schema is versioned with `PRAGMA user_version`; `Store.open` applies the
 missing migrations in order. Callers see records, never SQL; a PostgreSQL
@@ -14,8 +22,10 @@ store would implement the same methods.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import enum
+import logging
 import os
 import sqlite3
 import stat
@@ -27,6 +37,10 @@ import attrs
 from pesto.errors import ConfigError
 
 DB_NAME = "pesto.sqlite3"
+CHECKPOINT_EVERY = 200      # loop-thread writes between background checkpoints (~1000 WAL pages)
+PURGE_BATCH = 500           # jobs deleted per statement: the write lock is held briefly
+
+log = logging.getLogger("pesto.store")
 
 
 class JobStatus(str, enum.Enum):
@@ -172,14 +186,23 @@ async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
 class Store:
     """Async access to the SQLite file. Open with `await Store.open(data_dir)`."""
 
-    def __init__(self, db: aiosqlite.Connection, reader: sqlite3.Connection, path: Path) -> None:
-        self._db = db
-        # A read-only connection used from the event loop thread for the token
-        # lookup of every request: a round trip to aiosqlite's thread costs
-        # more than the indexed read (~20 µs), and far more on a busy host.
-        # fetchall() ends each statement, so it never pins an old snapshot.
-        self._reader = reader
+    def __init__(self, db: aiosqlite.Connection, conn: sqlite3.Connection, path: Path) -> None:
+        self._db = db           # aiosqlite's thread: cold paths and checkpoints
+        # The event loop thread's connection for every per-request statement
+        # (see the module docstring). fetchall() ends each read, so no
+        # statement stays open to pin an old snapshot.
+        self._conn = conn
         self.path = path
+        self._writes = 0                          # since the last checkpoint
+        self._checkpoint: asyncio.Task[None] | None = None
+        # Live tokens by hash, with their executions in `_tokens_month`; valid
+        # while no other connection has committed (PRAGMA data_version is
+        # unchanged): a `pesto token revoke` from another process empties it.
+        # This connection's own job inserts keep the counts exact.
+        self._tokens: dict[str, Token] = {}
+        self._token_hashes: dict[int, str] = {}
+        self._tokens_month = ""
+        self._data_version = -1
 
     @classmethod
     async def open(cls, data_dir: Path) -> "Store":
@@ -199,20 +222,40 @@ class Store:
             await db.execute("PRAGMA busy_timeout=5000")    # the CLI writes while the server runs
             await db.execute("PRAGMA foreign_keys=ON")
             await _migrate(db, path)
-            reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-            reader.execute("PRAGMA busy_timeout=200")
+            conn = sqlite3.connect(path, isolation_level=None)
+            for pragma in ("synchronous=NORMAL", "busy_timeout=5000", "foreign_keys=ON",
+                           "wal_autocheckpoint=0"):     # see CHECKPOINT_EVERY
+                conn.execute("PRAGMA " + pragma)
         except BaseException:
             await db.close()
             raise
-        store = cls(db, reader, path)
+        store = cls(db, conn, path)
         for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
             if (data_dir / name).exists():
                 os.chmod(data_dir / name, 0o600)
         return store
 
     async def close(self) -> None:
-        self._reader.close()
-        await self._db.close()
+        if self._checkpoint is not None:
+            await asyncio.shield(self._checkpoint)
+        self._conn.close()
+        await self._db.close()     # the last connection checkpoints the WAL away
+
+    def _wrote(self) -> None:
+        """Count one write of the loop's connection; start a checkpoint every so often."""
+        self._writes += 1
+        if self._writes >= CHECKPOINT_EVERY and self._checkpoint is None:
+            self._writes = 0
+            self._checkpoint = asyncio.ensure_future(self._run_checkpoint())
+
+    async def _run_checkpoint(self) -> None:
+        try:
+            # PASSIVE: copies what no reader still needs, never blocks a writer.
+            await self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception:
+            log.exception("WAL checkpoint failed; will retry")
+        finally:
+            self._checkpoint = None
 
     async def schema_version(self) -> int:
         async with self._db.execute("PRAGMA user_version") as cur:
@@ -264,15 +307,40 @@ class Store:
     async def token_by_hash(self, token_hash: str, month: str) -> Token | None:
         """The live (not revoked) token with this hash and its executions in `month`.
 
-        Read on the event loop's own thread (see `_reader`): this runs on every
-        request, and a WAL reader never waits for a writer. It sees every
-        committed change, so a `pesto token revoke` counts from the next request.
+        Runs on every request, on the loop's thread. Another connection's
+        commit (a `pesto token revoke`, a new token) is seen by the next
+        request: it changes PRAGMA data_version, which empties the cache.
+        Its `last_used_at` may lag behind this process's own jobs.
         """
-        rows = self._reader.execute(
-            f"SELECT {_TOKEN_COLUMNS}, coalesce(u.executions, 0) FROM tokens t"
-            " LEFT JOIN usage u ON u.token_id = t.id AND u.month = ?"
-            " WHERE t.hash = ? AND t.revoked_at IS NULL", (month, token_hash)).fetchall()
-        return Token(*rows[0]) if rows else None
+        (version,) = self._conn.execute("PRAGMA data_version").fetchone()
+        if version != self._data_version or month != self._tokens_month:
+            self._data_version = version
+            self._tokens_month = month
+            self._tokens.clear()
+            self._token_hashes.clear()
+        token = self._tokens.get(token_hash)
+        if token is None:
+            rows = self._conn.execute(
+                f"SELECT {_TOKEN_COLUMNS}, coalesce(u.executions, 0) FROM tokens t"
+                " LEFT JOIN usage u ON u.token_id = t.id AND u.month = ?"
+                " WHERE t.hash = ? AND t.revoked_at IS NULL", (month, token_hash)).fetchall()
+            if not rows:
+                return None          # unknown tokens are not cached: they are not bounded
+            token = self._tokens[token_hash] = Token(*rows[0])
+            self._token_hashes[token.id] = token_hash
+        return token
+
+    def _count_execution(self, token_id: int, created_at: str) -> None:
+        """Keep a cached token's month count equal to what the insert trigger wrote."""
+        token_hash = self._token_hashes.get(token_id)
+        if token_hash is None:
+            return
+        token = self._tokens[token_hash]
+        if month_of(created_at) == self._tokens_month:
+            self._tokens[token_hash] = attrs.evolve(
+                token, month_executions=token.month_executions + 1, last_used_at=created_at)
+        else:                        # a new month began: read it again
+            del self._tokens[token_hash], self._token_hashes[token_id]
 
     async def list_tokens(self, month: str) -> list[Token]:
         """Every token, revoked ones too, oldest first, with usage in `month`."""
@@ -293,30 +361,38 @@ class Store:
 
     # --- jobs -------------------------------------------------------------------
 
+    # The per-job statements run on the loop's thread (module docstring); each
+    # is committed when it returns.
+
     async def insert_job(self, job: Job) -> None:
         """Persist a new job (queued or already running); counts one execution for its token."""
-        await self._db.execute(
+        self._conn.execute(
             f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (job.id, job.token_id, job.status.value, job.request, job.created_at,
              job.started_at, job.finished_at, job.result, job.error))
+        self._count_execution(job.token_id, job.created_at)
+        self._wrote()
 
     async def mark_running(self, job_id: str, started_at: str) -> None:
-        await self._db.execute(
+        self._conn.execute(
             "UPDATE jobs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
             (started_at, job_id))
+        self._wrote()
 
     async def finish_job(self, job_id: str, status: JobStatus, finished_at: str, *,
                          result: str | None = None, error: str | None = None) -> None:
         """Record the end of a job that is still queued or running (never rewrite a finished one)."""
-        await self._db.execute(
+        self._conn.execute(
             "UPDATE jobs SET status = ?, finished_at = ?, result = ?, error = ?"
             " WHERE id = ? AND status IN ('queued', 'running')",
             (status.value, finished_at, result, error, job_id))
+        self._wrote()
 
     async def get_job(self, job_id: str, token_id: int) -> Job | None:
         """The job if it exists and belongs to this token, else None."""
-        rows = await self._db.execute_fetchall(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ? AND token_id = ?", (job_id, token_id))
+        rows = self._conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ? AND token_id = ?",
+            (job_id, token_id)).fetchall()
         return _job(rows[0]) if rows else None
 
     async def fail_running(self, finished_at: str, error: str) -> int:
@@ -337,8 +413,18 @@ class Store:
         return [(_job(row[:9]), Token(*row[9:])) for row in rows]
 
     async def purge_finished(self, before: str) -> int:
-        """Delete finished jobs that ended before `before`; how many went."""
-        cur = await self._db.execute(
-            "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?"
-            " AND status IN ('completed', 'failed', 'cancelled')", (before,))
-        return cur.rowcount
+        """Delete finished jobs that ended before `before`; how many went.
+
+        In batches, on aiosqlite's thread: the loop's writes wait for the
+        write lock (busy_timeout) no longer than one batch takes.
+        """
+        gone = 0
+        while True:
+            cur = await self._db.execute(
+                "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs"
+                " WHERE finished_at IS NOT NULL AND finished_at < ?"
+                " AND status IN ('completed', 'failed', 'cancelled') LIMIT ?)",
+                (before, PURGE_BATCH))
+            gone += cur.rowcount
+            if cur.rowcount < PURGE_BATCH:
+                return gone
