@@ -77,6 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from pesto.api import create_app
+    from pesto.api.protocol import HttpToolsProtocol
 
     try:
         settings = _settings(args, host=args.host, port=args.port, workers=args.workers,
@@ -98,7 +99,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 log_level=args.log_level, access_log=args.access_log, lifespan="on",
                 # Both are dependencies (pyproject.toml); named so that a broken
                 # install fails here instead of silently serving on h11/asyncio.
-                loop="uvloop", http="httptools",
+                # The httptools protocol sends each answer in one write.
+                loop="uvloop", http=HttpToolsProtocol, ws="none",
                 # In-flight requests (a waiting /api/execute) get the same grace as jobs.
                 timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_timeout)),
                 server_header=False)
