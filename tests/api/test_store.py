@@ -66,3 +66,32 @@ def test_purge_deletes_in_batches(data_dir: Path, monkeypatch: pytest.MonkeyPatc
             await store.close()                       # waits for a checkpoint in flight
 
     asyncio.run(run())
+
+
+def test_schema_1_migrates_with_usage_and_last_use(data_dir: Path) -> None:
+    import sqlite3
+
+    from pesto.store import DB_NAME, MIGRATIONS
+
+    data_dir.mkdir(mode=0o700)
+    db = sqlite3.connect(data_dir / DB_NAME, isolation_level=None)
+    db.executescript("BEGIN;" + MIGRATIONS[0] + "PRAGMA user_version = 1; COMMIT;")
+    db.execute("INSERT INTO tokens (name, hash, created_at) VALUES ('t', 'hash-t', 'x')")
+    db.execute("INSERT INTO jobs (id, token_id, status, request, created_at)"
+               f" VALUES ('v1', 1, 'queued', '{{}}', '{MONTH}-01T00:00:00.000Z')")
+    db.close()
+
+    async def run() -> None:
+        store = await Store.open(data_dir)
+        try:
+            assert await store.schema_version() == len(MIGRATIONS)
+            (token,) = await store.list_tokens(MONTH)
+            assert (token.month_executions, token.last_used_at) == (1, f"{MONTH}-01T00:00:00.000Z")
+            await store.insert_job(_job("v2", token.id))
+            (token,) = await store.list_tokens(MONTH)
+            assert (token.month_executions, token.last_used_at) == (2, f"{MONTH}-26T06:55:00.000Z")
+            assert (await store.token_by_hash("hash-t", MONTH)).month_executions == 2
+        finally:
+            await store.close()
+
+    asyncio.run(run())
