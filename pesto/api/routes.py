@@ -14,7 +14,7 @@ import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.params import FromPath
 
-from pesto.api.auth import RateLimiter, require_token
+from pesto.api.auth import RateLimiter, caller
 from pesto.api.errors import error_response
 from pesto.api.schema import (ExecuteOperation, ExecuteResponse, Health, JobCreated, JobView, Pong,
                               RuntimeList, errors, ok)
@@ -84,8 +84,8 @@ async def _read_job_request(request: Request[Any, Any, Any],
 
 
 async def _submit(request: Request[Any, Any, Any]):
+    token = await caller(request)
     services = _services(request)
-    token: Token = request.state.token
     execute_request, body = await _read_job_request(request, services)
     if token.monthly_limit is not None and token.month_executions >= token.monthly_limit:
         now = dt.datetime.now(dt.timezone.utc)
@@ -97,7 +97,7 @@ async def _submit(request: Request[Any, Any, Any]):
     return services, entry
 
 
-@post("/api/execute", guards=[require_token], status_code=200, summary="Run a program and wait",
+@post("/api/execute", status_code=200, summary="Run a program and wait",
       operation_class=ExecuteOperation, security=SECURITY,
       responses={200: ok(ExecuteResponse, "the result of both stages"),
                  **errors(400, 401, 409, 413, 415, 429, 500, 503)})
@@ -109,7 +109,7 @@ async def execute(request: Request[Any, Any, Any]) -> Response[bytes]:
     raise outcome.error or PestoError("the job ended without a result")
 
 
-@post("/api/jobs", guards=[require_token], status_code=202, summary="Queue a program",
+@post("/api/jobs", status_code=202, summary="Queue a program",
       description="Same body as /api/execute; answers at once with a Location header.",
       operation_class=ExecuteOperation, security=SECURITY,
       responses={202: ok(JobCreated, "accepted"), **errors(400, 401, 413, 415, 429, 503)})
@@ -140,19 +140,19 @@ async def _own_job(services: Services, job_id: str, token: Token) -> Job:
     return job
 
 
-@get("/api/jobs/{job_id:str}", guards=[require_token], summary="Fetch a job", security=SECURITY,
+@get("/api/jobs/{job_id:str}", summary="Fetch a job", security=SECURITY,
      responses={200: ok(JobView, "the job"), **errors(401, 404, 429)})
 async def get_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> Response[bytes]:
-    services = _services(request)
-    return _json(_job_body(await _own_job(services, job_id, request.state.token)))
+    token = await caller(request)
+    return _json(_job_body(await _own_job(_services(request), job_id, token)))
 
 
-@delete("/api/jobs/{job_id:str}", guards=[require_token], status_code=200, summary="Cancel a job",
+@delete("/api/jobs/{job_id:str}", status_code=200, summary="Cancel a job",
         description="Cancels a queued or running job; answers the job as it now stands.",
         security=SECURITY, responses={200: ok(JobView, "the job"), **errors(401, 404, 429)})
 async def cancel_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> Response[bytes]:
+    token = await caller(request)
     services = _services(request)
-    token: Token = request.state.token
     await _own_job(services, job_id, token)
     await services.scheduler.cancel(job_id, token.id)
     return _json(_job_body(await _own_job(services, job_id, token)))
