@@ -77,7 +77,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from pesto.api import create_app
-    from pesto.api.protocol import HttpToolsProtocol
 
     try:
         settings = _settings(args, host=args.host, port=args.port, workers=args.workers,
@@ -99,8 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 log_level=args.log_level, access_log=args.access_log, lifespan="on",
                 # Both are dependencies (pyproject.toml); named so that a broken
                 # install fails here instead of silently serving on h11/asyncio.
-                # The httptools protocol sends each answer in one write.
-                loop="uvloop", http=HttpToolsProtocol, ws="none",
+                loop="uvloop", http="httptools",
                 # In-flight requests (a waiting /api/execute) get the same grace as jobs.
                 timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_timeout)),
                 server_header=False)
