@@ -45,8 +45,11 @@ if [ ! -x "$here/.venv/bin/python" ]; then
 fi
 "$here/.venv/bin/pip" install -q --disable-pip-version-check -e "$here[test]"
 ln -sf "$here/.venv/bin/pesto" /usr/local/bin/pesto
-# Build the exec helper now (it is named by a hash of its source).
-"$here/.venv/bin/python" -c 'from pesto.sandbox import helper; print("exec helper:", helper.find())'
+# Build the exec helper now (it is named by a hash of its source). The
+# image's first, dependencies-only step has no pesto/ yet.
+if [ -f "$here/pesto/sandbox/pesto-exec.c" ]; then
+  "$here/.venv/bin/python" -c 'from pesto.sandbox import helper; print("exec helper:", helper.find())'
+fi
 set +e
 
 if [ "$languages" = all ]; then
