@@ -418,3 +418,35 @@ def test_runs_get_their_own_pid_namespace(api: httpx.Client, image_languages: li
     # In the container the server and its helpers already hold the low pids;
     # only a fresh PID namespace gives the program one this small.
     assert res["pid"] <= 3, res
+
+
+# --- S10 disk ---------------------------------------------------------------
+
+DISK_FILLER = '''
+import errno, json, os
+total, err = 0, None
+chunk = b"x" * (1 << 20)
+try:
+    for i in range(40):                    # 40 files of 8 MiB: 320 MiB asked
+        with open(f"f{i}", "wb") as f:
+            for _ in range(8):
+                f.write(chunk)
+                total += 1
+except OSError as exc:
+    err = exc.errno
+print(json.dumps({"mib": total, "errno": err}))
+'''
+
+
+def test_disk_cap_is_the_kernels_inside_the_container(container: Container, api: httpx.Client,
+                                                      image_languages: list[str]) -> None:
+    """Without CAP_SYS_ADMIN the slot's tmpfs is mounted in a user namespace
+    of its own: the total a run writes is bounded by the kernel (ENOSPC),
+    not only each file by RLIMIT_FSIZE."""
+    if "python" not in image_languages:
+        pytest.skip("python is not in the image")
+    doctor = json.loads(container.exec("pesto", "doctor", "--json").stdout)
+    assert doctor["disk"]["enabled"], doctor["disk"]
+    out = run_json(api, "python", DISK_FILLER)
+    assert out["errno"] == 28, out            # ENOSPC: the tmpfs is full
+    assert out["mib"] <= 64, out              # the default disk limit
