@@ -403,6 +403,29 @@ def test_s8_fork_and_thread_bombs_contained(runner, name):
     assert out(runner.run("python", "print('ok')")) == "ok\n"
 
 
+def test_s8_stage_runs_under_a_pids_cgroup_limit(runner):
+    """Where the pids controller is writable, the stage's tasks (threads
+    included, whatever their uid) are capped by the slot's cgroup as well as
+    by RLIMIT_NPROC: seen from inside the run, its cgroup has a finite
+    pids.max a little above what the run may still start."""
+    if "pids controller at" not in runner.engine.layers["cgroups"]["reason"]:
+        pytest.skip(f"no writable pids cgroup here: {runner.engine.layers['cgroups']['reason']}")
+    code = textwrap.dedent("""
+        import resource
+        path = [l.split(":", 2)[2].strip() for l in open("/proc/self/cgroup") if ":pids:" in l][0]
+        base = "/sys/fs/cgroup/pids" + path
+        print(open(base + "/pids.max").read().strip(), open(base + "/pids.current").read().strip(),
+              resource.getrlimit(resource.RLIMIT_NPROC)[0])
+    """)
+    r = runner.run("python", code)
+    assert r.runtime.status == "ok", r
+    limit, current, nproc = r.runtime.stdout.split()
+    assert limit != "max", r.runtime.stdout
+    # The slot's supervisor and this stage's processes, plus the stage's
+    # budget and the supervisor's few forks of headroom: no more.
+    assert int(current) < int(limit) <= int(current) + int(nproc) + 8, r.runtime.stdout
+
+
 # --- S9 output ------------------------------------------------------------------------------
 
 def test_s9_trap_output_flood_is_cut_while_reading(runner):

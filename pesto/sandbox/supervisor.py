@@ -438,7 +438,9 @@ class Supervisor:
         sb = self.standby or self._spawn_standby()
         self.standby = None
         memory = int(msg["memory"])
-        in_cgroup = self.ctx.cgroups.start_stage(memory)
+        # The task limit's headroom: the supervisor's own kill forks run in
+        # the slot's cgroup too and must never fail for a fork bomb's sake.
+        in_cgroup = self.ctx.cgroups.start_stage(memory, int(msg["processes"]) + 8)
         rlimits = [
             (resource.RLIMIT_CORE, 0),
             (resource.RLIMIT_CPU, int(msg["cpu_seconds"])),

@@ -154,9 +154,10 @@ def run_uids(ctr: Container) -> range:
 
 def run_uid_processes(ctr: Container, uids: range | None = None) -> list[str]:
     """`ps` lines of processes owned by run uids (zombies included), except the
-    engine's own pre-forked stand-bys (which take their next uid in advance)."""
+    engine's own stand-bys (the exec helper, which takes the next job's uid in
+    advance and runs no user code until it execs the program)."""
     uids = uids if uids is not None else run_uids(ctr)
     out = ctr.exec("ps", "-eo", "uid=,pid=,ppid=,stat=,args=").stdout
     return [line for line in out.splitlines()
             if line.split() and int(line.split()[0]) in uids
-            and "pesto.sandbox.spawner" not in line]
+            and "/pesto/sandbox/build/pesto-exec-" not in line]
