@@ -177,7 +177,7 @@ class ServerGone(Exception):
 
 @attrs.define
 class Standby:
-    """A child forked ahead of a stage, waiting on ctl_w for its spec."""
+    """An exec helper started ahead of a stage, waiting on ctl_w for its spec."""
     pid: int
     ctl_w: int
     stdin_w: int
@@ -185,7 +185,7 @@ class Standby:
     err_r: int
     report_r: int
     status_r: int   # -1 without a PID namespace
-    pidfd: int      # of pid, opened at fork: immune to pid reuse; its owner closes it
+    pidfd: int      # of pid, opened at spawn: immune to pid reuse; its owner closes it
 
     def close(self) -> None:
         for fd in (self.ctl_w, self.stdin_w, self.out_r, self.err_r, self.report_r, self.status_r):
@@ -202,9 +202,10 @@ class Supervisor:
 
     Whatever does not depend on the request is done while the slot is idle,
     after the previous reply: the next job's uid is leased, its work dir
-    made, and a standby child forked that has already dropped to the uid,
-    entered its namespaces and installed seccomp. A request then pays only
-    for writing its files, the last setup steps and exec.
+    made, and a standby started (the exec helper, pesto-exec.c) that has
+    already dropped to the uid, entered its namespaces and installed seccomp.
+    A request then pays only for writing its files, the last setup steps and
+    exec.
     """
 
     def __init__(self, sock: socket.socket, ctx: Context, slot: int) -> None:
@@ -293,7 +294,7 @@ class Supervisor:
             return {"ok": False, "error": f"{op}: {exc!r}"}
 
     def ready_next(self) -> None:
-        """Lease the next uid, make its work dir and its first standby child."""
+        """Lease the next uid, make its work dir and its first standby."""
         try:
             self._lease()
             self.standby = self._spawn_standby()
@@ -361,7 +362,7 @@ class Supervisor:
         self.used = True
         uid = self.uid
         # Written as root into a directory in which no untrusted process has
-        # run (the standby child waiting there runs only our code), so no
+        # run (the standby waiting there runs only our code), so no
         # planted link can redirect us.
         dfd = os.open(str(uid), os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=self.work_fd)
         try:
