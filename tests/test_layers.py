@@ -175,3 +175,19 @@ def test_landlock_alone_blocks_tcp_and_abstract_unix_sockets(landlock_only):
     finally:
         srv.close()
         unix.close()
+
+
+def test_cgroup_backend_is_the_hosts(runner):
+    """The memory cgroup in use is the host's kind: v2 on a unified host, v1
+    where memory is a v1 hierarchy (as here), never silently none."""
+    root = "/sys/fs/cgroup"
+    if os.path.exists(f"{root}/cgroup.controllers"):
+        if "memory" not in open(f"{root}/cgroup.controllers").read().split():
+            pytest.skip("cgroup v2 here has no memory controller")
+        expected = "cgroup v2 memory controller"
+    elif os.path.exists(f"{root}/memory/memory.limit_in_bytes"):
+        expected = "cgroup v1 memory controller"
+    else:
+        pytest.skip("no memory cgroup hierarchy on this host")
+    layer = runner.engine.layers["cgroups"]
+    assert layer["enabled"] and layer["reason"].startswith(expected), layer
