@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import struct
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -16,20 +15,14 @@ _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_u
 
 # x86_64 and aarch64 share these numbers (they were added after the tables unified).
 SYS_LANDLOCK_CREATE_RULESET = 444
-SYS_LANDLOCK_ADD_RULE = 445
-SYS_LANDLOCK_RESTRICT_SELF = 446
 
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 PR_SET_CHILD_SUBREAPER = 36
-PR_SET_PDEATHSIG = 1
-PR_SET_DUMPABLE = 4
 SECCOMP_MODE_FILTER = 2
 
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
-MS_NOEXEC = 0x8
-MNT_DETACH = 0x2
 
 
 def _check(ret: int) -> int:
@@ -64,8 +57,6 @@ class SeccompProgram:
 # --- Landlock -------------------------------------------------------------
 
 LANDLOCK_CREATE_RULESET_VERSION = 1
-LANDLOCK_RULE_PATH_BENEATH = 1
-LANDLOCK_RULE_NET_PORT = 2
 
 
 def landlock_abi() -> int:
@@ -75,42 +66,12 @@ def landlock_abi() -> int:
     return ret if ret > 0 else 0
 
 
-def landlock_create_ruleset(handled_fs: int, handled_net: int, scoped: int, abi: int) -> int:
-    # struct landlock_ruleset_attr grew with the ABI: fs (v1), net (v4), scoped (v6).
-    if abi >= 6:
-        attr = struct.pack("QQQ", handled_fs, handled_net, scoped)
-    elif abi >= 4:
-        attr = struct.pack("QQ", handled_fs, handled_net)
-    else:
-        attr = struct.pack("Q", handled_fs)
-    buf = ctypes.create_string_buffer(attr, len(attr))
-    return _check(_libc.syscall(SYS_LANDLOCK_CREATE_RULESET, buf,
-                                ctypes.c_size_t(len(attr)), ctypes.c_uint32(0)))
-
-
-def landlock_add_path(ruleset_fd: int, allowed: int, path_fd: int) -> None:
-    # struct landlock_path_beneath_attr is packed: u64 allowed_access, s32 parent_fd.
-    attr = struct.pack("=Qi", allowed, path_fd)
-    buf = ctypes.create_string_buffer(attr, len(attr))
-    _check(_libc.syscall(SYS_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset_fd),
-                         ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH), buf, ctypes.c_uint32(0)))
-
-
-def landlock_restrict_self(ruleset_fd: int) -> None:
-    _check(_libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset_fd), ctypes.c_uint32(0)))
-
-
 # --- mounts ---------------------------------------------------------------
 
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
                         ctypes.c_ulong, ctypes.c_char_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
 def mount(source: str, target: str, fstype: str, flags: int = 0, data: str = "") -> None:
     _check(_libc.mount(source.encode(), target.encode(), fstype.encode(), flags,
                        data.encode() if data else None))
-
-
-def umount2(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(target.encode(), flags))
