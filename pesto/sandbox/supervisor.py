@@ -607,7 +607,10 @@ class Supervisor:
                     buf += data
                     output += data
         except BaseException:
-            self.ctx.cgroups.finish_stage()   # aborted: lift the stage's limit
+            # Aborted (or the server went away): the run ends now, so that
+            # finish() does not wait on a stage that is still running.
+            kill_uid(uid)
+            self.ctx.cgroups.finish_stage()   # and lift the stage's limit
             raise
         wall = (end or time.monotonic()) - start
         if usage is None:
