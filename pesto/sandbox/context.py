@@ -106,7 +106,7 @@ def _probe_namespaces(work_root: str) -> tuple[bool, str]:
             os.close(fd)
         os.write(ctl_w, helper.encode_spec(["/usr/bin/python3", "-S", "-c", _NS_CHECK], {}, [], []))
         os.close(ctl_w)
-        report, out = _read_to_end(rep_r), _read_to_end(out_r)
+        report, out = helper.read_all(rep_r), helper.read_all(out_r)
         os.waitpid(pid, 0)
     finally:
         for fd in (rep_r, out_r):
@@ -117,13 +117,6 @@ def _probe_namespaces(work_root: str) -> tuple[bool, str]:
     if out.strip() != b"ok":
         return False, out.decode(errors="replace")[:300] or "the check printed nothing"
     return True, "user, network, IPC, UTS, mount and PID namespaces per stage"
-
-
-def _read_to_end(fd: int) -> bytes:
-    data = b""
-    while chunk := os.read(fd, 4096):
-        data += chunk
-    return data
 
 
 def _probe_tmpfs(work_root: str, userns: bool) -> tuple[bool, str]:

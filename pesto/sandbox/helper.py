@@ -52,6 +52,14 @@ def find() -> str:
     raise HelperMissing(f"cannot build {SOURCE}: {errors.strip()[-2000:]}")
 
 
+def read_all(fd: int) -> bytes:
+    """Read a pipe to EOF (a standby's report, its init's status, its output)."""
+    chunks = []
+    while data := os.read(fd, 4096):
+        chunks.append(data)
+    return b"".join(chunks)
+
+
 def encode_spec(argv: Sequence[str], env: Mapping[str, str], rlimits: Sequence[tuple[int, int]],
                 read_paths: Sequence[str]) -> bytes:
     """The stage's spec as the helper reads it: counted NUL-terminated fields."""

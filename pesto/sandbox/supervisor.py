@@ -477,7 +477,7 @@ class Supervisor:
         os.close(sb.ctl_w)
         sb.ctl_w = -1
         # The report pipe is close-on-exec: EOF means exec succeeded.
-        report = _read_all(sb.report_r)
+        report = helper.read_all(sb.report_r)
         if report:
             self.ctx.cgroups.finish_stage()
             sb.close()
@@ -635,21 +635,12 @@ def _read_init_report(fd: int) -> tuple[int, tuple[float, int] | None]:
 
     No report (the init was killed, e.g. by the timeout's kill) reads as SIGKILL.
     """
-    raw = _read_all(fd)
+    raw = helper.read_all(fd)
     try:
         status, utime, stime, maxrss = raw.split()
         return int(status), (float(utime) + float(stime), int(maxrss) * 1024)
     except ValueError:
         return signal.SIGKILL, (0.0, 0)
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while True:
-        data = os.read(fd, 4096)
-        if not data:
-            return b"".join(chunks)
-        chunks.append(data)
 
 
 def _write_all(fd: int, data: bytes) -> None:
