@@ -221,10 +221,8 @@ static void fork_init(void)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     pid_t prog = fork();
     CHECK(prog, "fork program");
-    if (prog == 0) {
-        close(FD_STATUS);
-        return;
-    }
+    if (prog == 0)
+        return;   /* the program: main() closes the status pipe */
     int keep[] = { FD_STATUS };
     close_from_except(0, keep, 1);
     double utime = 0, stime = 0;
@@ -395,7 +393,7 @@ int main(int argc, char **argv)
         enter_namespaces(uid, gid, workdir, tmp_size, copies[FD_NETNS] < 0);
         fork_init();   /* from here on: the program, PID 2 */
     }
-    close(FD_STATUS);
+    close(FD_STATUS);   /* only init writes it */
 
     /* The ruleset is built here, after the mounts, so that its /proc rule
      * names this namespace's /proc. Opening with O_PATH needs no read
