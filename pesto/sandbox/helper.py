@@ -47,6 +47,10 @@ def find() -> str:
         if proc.returncode == 0:
             os.chmod(tmp, 0o755)
             os.replace(tmp, target)   # atomic: concurrent builders agree
+            for old in os.listdir(BUILD_DIR):   # builds of earlier sources
+                if old.startswith("pesto-exec-") and not old.endswith(".tmp") \
+                        and old != os.path.basename(target):
+                    os.unlink(os.path.join(BUILD_DIR, old))   # running copies go on
             return target
         errors = proc.stderr
     raise HelperMissing(f"cannot build {SOURCE}: {errors.strip()[-2000:]}")
