@@ -8,6 +8,7 @@ posix_spawn (vfork + exec: no copy of the supervisor's memory).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -50,7 +51,8 @@ def find() -> str:
             for old in os.listdir(BUILD_DIR):   # builds of earlier sources
                 if old.startswith("pesto-exec-") and not old.endswith(".tmp") \
                         and old != os.path.basename(target):
-                    os.unlink(os.path.join(BUILD_DIR, old))   # running copies go on
+                    with contextlib.suppress(FileNotFoundError):   # another builder's
+                        os.unlink(os.path.join(BUILD_DIR, old))   # running copies go on
             return target
         errors = proc.stderr
     raise HelperMissing(f"cannot build {SOURCE}: {errors.strip()[-2000:]}")
