@@ -285,3 +285,30 @@ def test_trap_a_dirty_uid_left_by_a_crash_is_swept_at_start(tmp_path):
     finally:
         survivor.kill()
         survivor.wait()
+
+
+def test_work_dir_announced_ahead_is_checked_and_prepare_still_works(runner):
+    """A slot announces the uid it readied so a job skips the `prepare` round
+    trip. A job that expects a uid the slot does not hold fails as a sandbox
+    error (it never runs with another job's paths); without an announcement
+    the explicit `prepare` is used; both leave the slot usable."""
+    from pesto.errors import SandboxError
+    sb = runner.engine.sandbox
+    slots = [sb._idle.get_nowait() for _ in range(sb._idle.qsize())]
+    try:
+        assert all(s.next_uid >= 0 for s in slots), [s.next_uid for s in slots]
+        for s in slots:
+            s.next_uid = s.next_uid + 1 if s.next_uid + 1 < runner.settings.uid_base \
+                + runner.settings.uid_count else s.next_uid - 1   # a uid it does not hold
+    finally:
+        for s in slots:
+            sb._idle.put_nowait(s)
+    with pytest.raises(SandboxError, match="expected"):
+        runner.run("python", "print('never')")
+    for s in [sb._idle.get_nowait() for _ in range(sb._idle.qsize())]:
+        s.next_uid = -1   # unknown: the job must prepare explicitly
+        sb._idle.put_nowait(s)
+    assert out(runner.run("python", "import os; print(os.listdir('.'))")) == "['main.py']\n"
+    assert out(runner.run("python", "print('again')")) == "again\n"
+    assert run_uid_processes(runner) == []
+    assert leftover_workdirs(runner) == []

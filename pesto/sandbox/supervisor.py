@@ -219,6 +219,7 @@ class Supervisor:
         self.used = False               # the current job has been given to a request
         self.standby: Standby | None = None
         self.aborted = False
+        self.ahead: tuple[int, int] | None = None   # (uid, lock fd) of the next job
         # pidfds of stage processes whose namespaces are being torn down
         self.exiting: list[int] = []
         # The slot's namespaces: its reusable network namespace and its
@@ -245,13 +246,20 @@ class Supervisor:
                 msg = protocol.recv_blocking(self.sock)
                 if msg is None:
                     return
-                protocol.send_blocking(self.sock, self.handle(msg))
-                # After the reply, off the request's path:
+                reply = self.handle(msg)
                 op = msg.get("op")
                 # A stage without `more` is the job's last: it ends the job
                 # as a close would, saving the server a round trip.
                 last_stage = op == "stage" and not msg.get("more")
-                if op in ("close", "abort") or last_stage or self.aborted:
+                ending = op in ("close", "abort") or last_stage or self.aborted
+                if ending:
+                    # The next job's uid, leased now (a lock and a flag, no
+                    # more) so that the server knows its work dir in advance
+                    # and sends its files with its first stage.
+                    reply["next_uid"] = self._lease_ahead()
+                protocol.send_blocking(self.sock, reply)
+                # After the reply, off the request's path:
+                if ending:
                     self.aborted = False
                     # Cleaned up after the reply: the result need not wait for
                     # the namespaces' teardown. The uid stays locked until this
@@ -265,6 +273,9 @@ class Supervisor:
             return
         finally:
             self.finish()
+            if self.ahead is not None:   # leased, never used: clean as it is
+                os.ftruncate(self.ahead[1], 0)
+                os.close(self.ahead[1])
 
     def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
         op = msg.get("op")
@@ -272,6 +283,8 @@ class Supervisor:
             if op == "prepare":
                 return self.prepare(msg)
             if op == "stage":
+                if "files" in msg:   # the job's first stage brings its files
+                    self.prepare(msg)
                 return {"ok": True, "result": self.stage(msg)}
             if op == "close":
                 return {"ok": True, "close": True}
@@ -339,11 +352,31 @@ class Supervisor:
 
     # -- the job's uid and work dir ------------------------------------------
 
-    def _lease(self) -> None:
+    def _lease_uid(self) -> tuple[int, int]:
+        """(uid, lock fd) of a free uid, swept if a dead holder left it dirty."""
         uid, lock_fd = self.uids.lease()
+        try:
+            sweep_if_dirty(uid, lock_fd, self.ctx)
+            os.pwrite(lock_fd, b"dirty", 0)   # until finish() has cleaned up
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return uid, lock_fd
+
+    def _lease_ahead(self) -> int:
+        """Lease the next job's uid while this job still holds its own; -1 if none."""
+        if self.ahead is None:
+            try:
+                self.ahead = self._lease_uid()
+            except Exception:
+                return -1
+        return self.ahead[0]
+
+    def _lease(self) -> None:
+        """Take the uid leased ahead (or a fresh one) and make its work dir."""
+        uid, lock_fd = self.ahead or self._lease_uid()
+        self.ahead = None
         self.uid, self.lock_fd = uid, lock_fd
-        sweep_if_dirty(uid, lock_fd, self.ctx)
-        os.pwrite(lock_fd, b"dirty", 0)   # until finish() has cleaned up
         if self.private_work:
             # The slot's tmpfs holds one job at a time: anything in it is
             # left from an earlier job whose clean-up failed.
@@ -359,8 +392,13 @@ class Supervisor:
             self.finish()   # defensive: a previous job the server forgot to close
         if self.uid < 0:
             self._lease()
-        self.used = True
         uid = self.uid
+        if msg.get("uid", uid) != uid:
+            # The server expected the uid announced ahead; this one differs
+            # (readying it failed): the stage's paths would be wrong, so the
+            # job fails with a sandbox error instead of running.
+            raise RuntimeError(f"work dir of uid {msg['uid']} expected, slot holds {uid}")
+        self.used = True
         # Written as root into a directory in which no untrusted process has
         # run (the standby waiting there runs only our code), so no
         # planted link can redirect us.
