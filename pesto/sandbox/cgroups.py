@@ -38,6 +38,9 @@ class NoCgroups:
     def finish_stage(self) -> tuple[int | None, bool]:
         return None, False
 
+    def relax(self) -> None:
+        pass
+
 
 def _own_path(controller: str) -> str | None:
     with open("/proc/self/cgroup") as f:
@@ -155,11 +158,15 @@ class SlotCgroups:
         """(peak bytes of the stage or None, whether the OOM killer acted in it)."""
         peak = int(os.pread(self._peak, 64, 0)) - self._baseline if self._peak_ok else None
         oom = self._oom_kills() > self._oom_before
-        # Between stages the supervisor itself must never hit a limit.
+        return (max(peak, 0) if peak is not None else None), oom
+
+    def relax(self) -> None:
+        """Lift the stage's limits: between stages the supervisor itself must
+        never hit one. Called after the reply (the stage's processes are
+        gone, so its limits have room for the supervisor until then)."""
         self._set_limit(self.kind.unlimited)
         if self._pids_max >= 0:
             os.pwrite(self._pids_max, b"max", 0)
-        return (max(peak, 0) if peak is not None else None), oom
 
 
 def _remove_stale(base: Path) -> None:

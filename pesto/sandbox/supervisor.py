@@ -253,12 +253,14 @@ class Supervisor:
                 last_stage = op == "stage" and not msg.get("more")
                 ending = op in ("close", "abort") or last_stage or self.aborted
                 if ending:
-                    # The next job's uid, leased now (a lock and a flag, no
-                    # more) so that the server knows its work dir in advance
-                    # and sends its files with its first stage.
+                    # The next job's uid (leased ahead while idle), so that
+                    # the server knows its work dir in advance and sends its
+                    # files with its first stage.
                     reply["next_uid"] = self._lease_ahead()
                 protocol.send_blocking(self.sock, reply)
                 # After the reply, off the request's path:
+                if op == "stage":
+                    self.ctx.cgroups.relax()
                 if ending:
                     self.aborted = False
                     # Cleaned up after the reply: the result need not wait for
@@ -313,6 +315,9 @@ class Supervisor:
             self.standby = self._spawn_standby()
         except Exception:
             self.finish()   # prepare() will try again, and report what fails
+        # And the uid of the job after it, so that announcing it at the end
+        # of the next job costs nothing on that job's path.
+        self._lease_ahead()
 
     def finish(self) -> bool:
         """End the current job: kill what is left of its uid, remove every
@@ -517,7 +522,6 @@ class Supervisor:
         # The report pipe is close-on-exec: EOF means exec succeeded.
         report = helper.read_all(sb.report_r)
         if report:
-            self.ctx.cgroups.finish_stage()
             sb.close()
             os.close(sb.pidfd)
             Reaper(self.uid).kill_and_reap()
@@ -648,7 +652,6 @@ class Supervisor:
             # Aborted (or the server went away): the run ends now, so that
             # finish() does not wait on a stage that is still running.
             kill_uid(uid)
-            self.ctx.cgroups.finish_stage()   # and lift the stage's limit
             raise
         wall = (end or time.monotonic()) - start
         if usage is None:
