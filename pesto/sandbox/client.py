@@ -226,8 +226,9 @@ class Sandbox:
     async def settle(self) -> set[int]:
         """Wait until every idle slot has finished cleaning up its last job.
 
-        Returns the uids the idle slots hold ready for their next job (each
-        with an empty work dir and a waiting standby child, no user code).
+        Returns the uids the idle slots hold ready for their next jobs (each
+        with an empty work dir and a waiting standby, no user code; or only
+        leased, for the job after).
         Also notes in `work_views` where each slot's work root can be seen
         from here (a slot's private tmpfs is invisible in the host's tree).
         """
@@ -242,7 +243,7 @@ class Sandbox:
                         reply = await slot.call({"op": "sync"})
                     except SandboxError:
                         continue
-                    ready.add(reply.get("standby_uid", -1))
+                    ready.update((reply.get("standby_uid", -1), reply.get("ahead_uid", -1)))
                     views.append(reply["work_view"])
         finally:
             for slot in slots:

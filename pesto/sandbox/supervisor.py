@@ -295,6 +295,7 @@ class Supervisor:
             if op == "sync":   # answered once everything before it is done
                 # The work root as this slot sees it, for the tests' checks.
                 return {"ok": True, "standby_uid": self.uid if not self.used else -1,
+                        "ahead_uid": self.ahead[0] if self.ahead else -1,
                         "work_view": f"/proc/{os.getpid()}/fd/{self.work_fd}"}
             if op == "sweep":
                 self.sweep_uid(int(msg["uid"]))
