@@ -30,9 +30,11 @@ if [ ! -e "$apt_updated" ] || [ -n "$(find "$apt_updated" -mmin +360 2>/dev/null
   apt-get update -qq && touch "$apt_updated"
 fi
 # The server and the Python runtime both use Debian's /usr/bin/python3; the
-# sandbox's exec helper (pesto/sandbox/pesto-exec.c) is built with gcc.
+# sandbox's exec helper (pesto/sandbox/pesto-exec.c) is built with gcc,
+# statically against musl (musl-tools) where it can: that binary starts in
+# a third of the CPU time of a glibc one, and every stage starts it.
 need=()
-for pkg in python3 python3-venv ca-certificates procps gcc libc6-dev; do
+for pkg in python3 python3-venv ca-certificates procps gcc libc6-dev musl-tools; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

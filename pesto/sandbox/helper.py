@@ -34,16 +34,24 @@ def find() -> str:
         return target
     cc = shutil.which("cc") or shutil.which("gcc") or next(
         (p for p in ("/usr/bin/cc", "/usr/bin/gcc") if os.access(p, os.X_OK)), None)
-    if cc is None:
+    musl = shutil.which("musl-gcc")
+    if cc is None and musl is None:
         raise HelperMissing(f"{target} is not built and no C compiler is installed "
                             "(run ./install.sh, which installs gcc and builds it)")
     os.makedirs(BUILD_DIR, mode=0o755, exist_ok=True)
     tmp = f"{target}.{os.getpid()}.tmp"
     errors = ""
-    # Static where libc.a is installed: a static exec skips the dynamic
-    # loader (~0.3 ms a stage).
-    for extra in (["-static"], []):
-        proc = subprocess.run([cc, "-O2", "-Wall", *extra, "-o", tmp, SOURCE],
+    # Best first. Static against musl: 74 KB, and it starts in ~0.14 ms of
+    # CPU against ~0.37 ms for static glibc, whose start-up probes the CPU's
+    # caches with CPUID (a trap to the hypervisor in a VM) and reads
+    # /proc/self/exe; each stage pays that start once, and its forks copy
+    # fewer pages. Then static glibc where libc.a is installed (a static exec
+    # skips the dynamic loader, ~0.3 ms a stage), then whatever links.
+    attempts = [[musl, "-static"]] if musl else []
+    if cc is not None:
+        attempts += [[cc, "-static"], [cc]]
+    for compiler, *extra in attempts:
+        proc = subprocess.run([compiler, "-O2", "-Wall", *extra, "-o", tmp, SOURCE],
                               capture_output=True, text=True)
         if proc.returncode == 0:
             os.chmod(tmp, 0o755)

@@ -30,9 +30,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <linux/filter.h>
-#include <linux/mount.h>
-#include <linux/seccomp.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -53,6 +50,32 @@ enum { FD_CTL = 3, FD_REPORT, FD_STATUS, FD_SECCOMP, FD_USERNS, FD_NETNS, FD_MNT
 
 #define SPEC_MAX (16 << 20)
 #define MAX_ITEMS 65536
+
+/*
+ * The few kernel interfaces used here that a libc may not declare, spelled
+ * out from the uapi headers so that the file builds against glibc or musl
+ * without kernel headers (musl makes a smaller binary that starts without
+ * glibc's CPUID probing, which is slow under a hypervisor).
+ */
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+#ifndef SYS_landlock_create_ruleset
+#define SYS_landlock_create_ruleset 444
+#define SYS_landlock_add_rule 445
+#define SYS_landlock_restrict_self 446
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+#define SECCOMP_MODE_FILTER_ 2
+struct sock_filter_ { uint16_t code; uint8_t jt, jf; uint32_t k; };
+struct sock_fprog_ { unsigned short len; struct sock_filter_ *filter; };
+struct mount_attr_ { uint64_t attr_set, attr_clr, propagation, userns_fd; };
+#define MOUNT_ATTR_RDONLY_ 0x1
 
 /* Landlock's uapi structs, as of ABI 6 (Debian 12's headers stop at ABI 3). */
 struct ll_ruleset_attr { uint64_t handled_fs, handled_net, scoped; };
@@ -105,7 +128,7 @@ static void write_file(const char *path, const char *data)
 
 static void set_mount_attr(const char *path, unsigned flags, uint64_t set, uint64_t clr)
 {
-    struct mount_attr attr = { .attr_set = set, .attr_clr = clr };
+    struct mount_attr_ attr = { .attr_set = set, .attr_clr = clr };
     CHECK(syscall(SYS_mount_setattr, AT_FDCWD, path, flags, &attr, sizeof attr), path);
 }
 
@@ -290,12 +313,12 @@ static void enter_namespaces(uid_t uid, gid_t gid, const char *workdir, long tmp
             have_tmp[i] = 1;
         }
     }
-    set_mount_attr("/", AT_RECURSIVE, MOUNT_ATTR_RDONLY, 0);
+    set_mount_attr("/", AT_RECURSIVE, MOUNT_ATTR_RDONLY_, 0);
     /* The read-only pass covered the new mounts too: open those again. */
-    set_mount_attr(workdir, 0, 0, MOUNT_ATTR_RDONLY);
+    set_mount_attr(workdir, 0, 0, MOUNT_ATTR_RDONLY_);
     for (int i = 0; i < 3; i++)
         if (have_tmp[i])
-            set_mount_attr(tmps[i], 0, 0, MOUNT_ATTR_RDONLY);
+            set_mount_attr(tmps[i], 0, 0, MOUNT_ATTR_RDONLY_);
 }
 
 int main(int argc, char **argv)
@@ -419,13 +442,13 @@ int main(int argc, char **argv)
     if (copies[FD_SECCOMP] >= 0) {
         struct stat st;
         CHECK(fstat(FD_SECCOMP, &st), "fstat seccomp");
-        if (st.st_size <= 0 || st.st_size % sizeof(struct sock_filter) || st.st_size > 4096 * 8)
+        if (st.st_size <= 0 || st.st_size % sizeof(struct sock_filter_) || st.st_size > 4096 * 8)
             fail(EINVAL, "bad seccomp program size %ld", (long)st.st_size);
-        struct sock_filter *code = malloc(st.st_size);
+        struct sock_filter_ *code = malloc(st.st_size);
         if (!code || pread(FD_SECCOMP, code, st.st_size, 0) != st.st_size)
             fail(errno, "read seccomp program");
-        struct sock_fprog prog = { .len = st.st_size / sizeof *code, .filter = code };
-        CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0), "install seccomp");
+        struct sock_fprog_ prog = { .len = st.st_size / sizeof *code, .filter = code };
+        CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER_, &prog, 0, 0), "install seccomp");
         free(code);
     }
     close(FD_SECCOMP);
