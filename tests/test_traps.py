@@ -151,6 +151,34 @@ def test_trap_zombie_flood_counts_and_is_reaped(runner):
     assert run_uid_processes(runner) == []
 
 
+def test_trap_deeply_nested_work_dir_is_still_cleaned_up(runner):
+    """A run that nests directories deeper than any recursion (or descriptor
+    budget) of the clean-up cannot make it fail, and so cannot leave its
+    files, its uid dirty or its slot broken for the next job."""
+    code = textwrap.dedent("""
+        import os
+        depth = 0
+        for i in range(1500):   # beyond Python's recursion limit (1000)
+            os.mkdir("d")
+            os.chdir("d")
+            depth += 1
+            if i % 300 == 0:
+                os.symlink("/etc", "link")
+                open("f", "w").write("x")
+        os.mkdir("locked")
+        os.chmod("locked", 0)
+        print("depth", depth)
+    """)
+    r = runner.run("python", code)
+    assert out(r).strip() == "depth 1500", r
+    # Every slot serves a few more jobs, the deep one's slot among them.
+    for _ in range(runner.settings.workers + 1):
+        r2 = runner.run("python", "import os; print(sorted(os.listdir('.')))")
+        assert out(r2).strip() == "['main.py']", r2
+    assert leftover_workdirs(runner) == []
+    assert run_uid_processes(runner) == []
+
+
 def test_trap_memory_spread_over_many_processes(runner):
     if not runner.engine.layers["cgroups"]["enabled"]:
         pytest.skip("no memory cgroup here: per-process rlimits cannot cap the total")

@@ -91,14 +91,66 @@ class Reaper:
 
 
 def _remove_tree(name: str, dir_fd: int) -> None:
-    # shutil.rmtree uses the fd-based walk on Linux (avoids_symlink_attacks),
-    # and no process of the run is alive by now to race it.
-    shutil.rmtree(name, ignore_errors=True, dir_fd=dir_fd)
+    """Remove `name` (in dir_fd) and everything under it, never following a link.
+
+    Every directory is opened with O_NOFOLLOW relative to a descriptor, so a
+    link planted anywhere is removed as a link, never walked through (and no
+    process of the run is alive by now to race this). Depth costs neither
+    recursion nor descriptors: the subdirectories of a nested directory are
+    first renamed up into the top one, so a run that nested thousands of
+    directories cannot make its clean-up fail. Raises OSError for what could
+    not be removed.
+    """
     try:
-        os.lstat(name, dir_fd=dir_fd)
+        top = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
         return
-    shutil.rmtree(name, dir_fd=dir_fd)   # raises what it could not remove
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        os.unlink(name, dir_fd=dir_fd)   # a file or a link: removed itself
+        return
+    try:
+        taken: set[str] = set()   # names in `top` that a move must not reuse
+        pending = [_emptied(top, ".", taken)]
+        while pending:
+            for sub in pending.pop():
+                fd = os.open(sub, _DIR_FLAGS, dir_fd=top)
+                try:
+                    nested = _emptied(fd, sub, taken)
+                    moved = []
+                    for d in nested:   # up into `top`, under a fresh name
+                        new = f".pesto-rm-{len(taken)}"
+                        while new in taken:
+                            new += "_"
+                        taken.add(new)
+                        os.rename(d, new, src_dir_fd=fd, dst_dir_fd=top)
+                        moved.append(new)
+                finally:
+                    os.close(fd)
+                os.rmdir(sub, dir_fd=top)
+                pending.append(moved)
+    finally:
+        os.close(top)
+    os.rmdir(name, dir_fd=dir_fd)
+
+
+def _emptied(fd: int, name: str, taken: set[str]) -> list[str]:
+    """Unlink every non-directory in directory fd; return its subdirectories' names
+    (recorded in `taken` when fd is the top, named ".")."""
+    subdirs = []
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(entry.name)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+    if name == ".":
+        taken.update(subdirs)
+    return subdirs
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _scrub_shared_tmp(uid: int) -> None:
