@@ -96,21 +96,18 @@ def spawn(*, uid: int, gid: int, workdir: str, tmp_size: int, namespaces: bool,
           landlock_rules: Sequence[tuple[str, int]] = ()) -> int:
     """Start a standby for one stage; returns its pid.
 
-    The descriptors given are made inheritable for the spawn; the helper
-    moves them to fixed numbers and closes every other one it inherited.
-    The caller closes its copies of the child's ends afterwards.
+    The descriptors given reach the helper as copies made by the spawn's
+    file actions, above every given number (so that no copy overwrites a
+    descriptor still to be copied); the originals stay close-on-exec. The
+    helper moves them to fixed numbers and closes every other one it
+    inherited. The caller closes its copies of the child's ends afterwards.
     """
     fds = [stdin, stdout, stderr, ctl, report, status, seccomp, *slot_ns]
-    for fd in fds:
-        if fd >= 0:
-            os.set_inheritable(fd, True)
+    base = max(fds) + 1
+    actions = [(os.POSIX_SPAWN_DUP2, fd, base + i) for i, fd in enumerate(fds) if fd >= 0]
+    passed = [base + i if fd >= 0 else -1 for i, fd in enumerate(fds)]
     argv = [find(), str(uid), str(gid), workdir, str(tmp_size), "1" if namespaces else "0",
-            *map(str, fds), str(landlock_abi), *map(str, landlock_handled)]
+            *map(str, passed), str(landlock_abi), *map(str, landlock_handled)]
     for path, rights in landlock_rules:
         argv += [path, str(rights)]
-    try:
-        return os.posix_spawn(argv[0], argv, {})
-    finally:
-        for fd in fds:
-            if fd >= 0:
-                os.set_inheritable(fd, False)
+    return os.posix_spawn(argv[0], argv, {}, file_actions=actions)

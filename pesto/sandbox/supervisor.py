@@ -280,6 +280,7 @@ class Supervisor:
             ctx.work_root, ctx.disk_limit, user=ctx.userns, net=ctx.namespaces, mnt=ctx.tmpfs)
         # Work dirs are made and removed through this descriptor only.
         self.private_work = self.slot_ns is not None and self.slot_ns.mnt_fd >= 0
+        self.leftovers = False   # a failed clean-up left something in the slot's tmpfs
         self.work_fd = self.slot_ns.work_fd if self.slot_ns else \
             os.open(ctx.work_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         # The seccomp program, as a file the exec helper reads.
@@ -395,6 +396,7 @@ class Supervisor:
             os.ftruncate(self.lock_fd, 0)   # clean: the next holder need not sweep
         except Exception:
             ok = False   # the lock file stays "dirty": the next holder sweeps
+            self.leftovers = True
         os.close(self.lock_fd)              # releases the uid
         self.uid, self.lock_fd, self.workdir, self.used = -1, -1, None, False
         return ok
@@ -435,11 +437,12 @@ class Supervisor:
         uid, lock_fd = self.ahead or self._lease_uid()
         self.ahead = None
         self.uid, self.lock_fd = uid, lock_fd
-        if self.private_work:
+        if self.private_work and self.leftovers:
             # The slot's tmpfs holds one job at a time: anything in it is
             # left from an earlier job whose clean-up failed.
             for name in os.listdir(self.work_fd):
                 _remove_tree(name, self.work_fd)
+            self.leftovers = False
         # Made and chowned before any process of the uid exists.
         os.mkdir(str(uid), 0o700, dir_fd=self.work_fd)
         os.chown(str(uid), uid, uid, dir_fd=self.work_fd, follow_symlinks=False)
@@ -572,23 +575,12 @@ class Supervisor:
             pass   # the standby died: its report (or its status) says why
         os.close(sb.ctl_w)
         sb.ctl_w = -1
-        # The report pipe is close-on-exec: EOF means exec succeeded.
-        report = helper.read_all(sb.report_r)
-        if report:
-            sb.close()
-            os.close(sb.pidfd)
-            Reaper(self.uid).kill_and_reap()
-            step, err, text = report.decode(errors="replace").split(":", 2)
-            if step == "exec" and int(err) in (errno.ENOENT, errno.EACCES, errno.ENOEXEC):
-                # The program (e.g. a compile artefact) could not be executed:
-                # the program's failure, not the sandbox's.
-                return _result(stdout=b"", stderr=f"pesto: cannot execute {msg['argv'][0]}: "
-                               f"{os.strerror(int(err))}\n".encode(), output=None,
-                               exit_code=127, signal_no=None, reason=None, oom=False,
-                               wall=time.monotonic() - start, cpu=0.0, peak=0, truncated=False)
-            raise RuntimeError(f"sandbox setup failed at {step}: {text}")
         try:
-            return self._watch(sb, start, msg)
+            result = self._watch(sb, start, msg)
+            # The report pipe is close-on-exec: empty means the exec happened.
+            # It is read only now that the stage is over (every end of it is
+            # closed by then), not waited for before: one wake-up less a stage.
+            report = helper.read_all(sb.report_r)
         finally:
             sb.close()
             if self.ctx.namespaces:
@@ -598,6 +590,18 @@ class Supervisor:
                 self.exiting.append(sb.pidfd)
             else:
                 os.close(sb.pidfd)
+        if not report:
+            return result
+        Reaper(self.uid).kill_and_reap()
+        step, err, text = report.decode(errors="replace").split(":", 2)
+        if step == "exec" and int(err) in (errno.ENOENT, errno.EACCES, errno.ENOEXEC):
+            # The program (e.g. a compile artefact) could not be executed:
+            # the program's failure, not the sandbox's.
+            return _result(stdout=b"", stderr=f"pesto: cannot execute {msg['argv'][0]}: "
+                           f"{os.strerror(int(err))}\n".encode(), output=None,
+                           exit_code=127, signal_no=None, reason=None, oom=False,
+                           wall=time.monotonic() - start, cpu=0.0, peak=0, truncated=False)
+        raise RuntimeError(f"sandbox setup failed at {step}: {text}")
 
     def _wait_exiting(self) -> None:
         """Wait until the outer processes of earlier stages have exited."""
