@@ -62,8 +62,6 @@ DENY_X86_64: dict[int, str] = {
     438: "pidfd_getfd: stealing another process's descriptors",
     440: "process_madvise",
     212: "lookup_dcookie",
-    # clone3 passes its flags in memory BPF cannot read: answer ENOSYS so that
-    # libc falls back to clone(), whose flags we can check.
 }
 SYS_SOCKET = 41
 SYS_SOCKETPAIR = 53
@@ -81,75 +79,108 @@ CLONE_NS_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 \
     | 0x10000000 | 0x20000000 | 0x40000000
 
 
-def _ins(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
-    return struct.pack("HBBI", code, jt, jf, k)
-
-
-def _ret_errno(e: int) -> bytes:
-    return _ins(_RET_K, SECCOMP_RET_ERRNO | e)
+_JA = 0x05              # BPF_JMP | BPF_JA: jump k forward, always
 
 
 def supported() -> bool:
     return platform.machine() == "x86_64"
 
 
+class _Asm:
+    """Classic BPF with named forward jumps, resolved to offsets at the end."""
+
+    def __init__(self) -> None:
+        self.code: list[tuple[int, int, str | None, str | None]] = []
+        self.labels: dict[str, int] = {}
+
+    def op(self, code: int, k: int = 0, jt: str | None = None, jf: str | None = None) -> None:
+        self.code.append((code, k, jt, jf))   # a jump label of None: the next instruction
+
+    def label(self, name: str) -> None:
+        self.labels[name] = len(self.code)
+
+    def assemble(self) -> bytes:
+        out = []
+        for i, (code, k, jt, jf) in enumerate(self.code):
+            def rel(name: str | None) -> int:
+                if name is None:
+                    return 0
+                off = self.labels[name] - (i + 1)
+                if not 0 <= off <= (0xFFFF if code == _JA else 255):
+                    raise AssertionError(f"seccomp jump to {name} out of range")
+                return off
+            if code == _JA:
+                out.append(struct.pack("HBBI", code, 0, 0, rel(jt)))
+            else:
+                out.append(struct.pack("HBBI", code, rel(jt), rel(jf), k))
+        return b"".join(out)
+
+
+def _search(asm: _Asm, cases: list[tuple[int, str]]) -> None:
+    """Jump to the label of the syscall number in the accumulator (cases
+    sorted by number), or to "allow" for any other: a binary search, so a
+    lookup is ~7 comparisons, not one per denied call. The kernel runs the
+    filter once per syscall number when it is installed, to cache the ones
+    it always allows: with one comparison per denied call that cost ~0.1 ms
+    a stage."""
+    if len(cases) <= 3:
+        for nr, target in cases:
+            asm.op(_JEQ_K, nr, jt=target)
+        asm.op(_JA, jt="allow")
+        return
+    mid = len(cases) // 2
+    upper = f"ge_{cases[mid][0]}"
+    asm.op(_JGE_K, cases[mid][0], jt=upper)
+    _search(asm, cases[:mid])
+    asm.label(upper)
+    _search(asm, cases[mid:])
+
+
 def build_filter() -> bytes:
     """The whole BPF program, as bytes of struct sock_filter."""
-    prog: list[bytes] = []
+    asm = _Asm()
     # Wrong architecture (i386 via int 0x80 has other numbers): deny everything.
-    prog.append(_ins(_LD_W_ABS, _OFF_ARCH))
-    prog.append(_ins(_JEQ_K, AUDIT_ARCH_X86_64, jt=1, jf=0))
-    prog.append(_ret_errno(errno.EPERM))
-    prog.append(_ins(_LD_W_ABS, _OFF_NR))
+    asm.op(_LD_W_ABS, _OFF_ARCH)
+    asm.op(_JEQ_K, AUDIT_ARCH_X86_64, jf="eperm")
+    asm.op(_LD_W_ABS, _OFF_NR)
     # x32 ABI syscalls (nr | 0x40000000) alias the native ones: deny them all.
-    prog.append(_ins(_JGE_K, X32_SYSCALL_BIT, jt=0, jf=1))
-    prog.append(_ret_errno(errno.EPERM))
-    for nr in DENY_X86_64:
-        prog.append(_ins(_JEQ_K, nr, jt=0, jf=1))
-        prog.append(_ret_errno(errno.EPERM))
-    prog.append(_ins(_JEQ_K, SYS_CLONE3, jt=0, jf=1))
-    prog.append(_ret_errno(errno.ENOSYS))
-
-    # Argument checks: each block loads an argument, so reload nr after it.
-    def arg_block(nr: int, arg: int, body: list[bytes]) -> None:
-        # if nr != NR: skip the block
-        prog.append(_ins(_JEQ_K, nr, jt=0, jf=len(body) + 1))
-        prog.append(_ins(_LD_W_ABS, _arg_lo(arg)))
-        prog.extend(body)
+    asm.op(_JGE_K, X32_SYSCALL_BIT, jt="eperm")
+    cases = {nr: "eperm" for nr in DENY_X86_64}
+    # clone3 passes its flags in memory BPF cannot read: ENOSYS, so that libc
+    # falls back to clone(), whose flags are checked below.
+    cases[SYS_CLONE3] = "enosys"
+    cases.update({SYS_SOCKET: "unix_only", SYS_SOCKETPAIR: "unix_only", SYS_CLONE: "clone",
+                  SYS_PERSONALITY: "personality", SYS_IOCTL: "ioctl"})
+    _search(asm, sorted(cases.items()))
 
     # socket()/socketpair(): only AF_UNIX. Network isolation does not rest on
     # this alone (io_uring is denied above; Landlock and netns add more).
-    for nr in (SYS_SOCKET, SYS_SOCKETPAIR):
-        arg_block(nr, 0, [
-            _ins(_JEQ_K, AF_UNIX, jt=0, jf=1),
-            _ins(_RET_K, SECCOMP_RET_ALLOW),
-            _ret_errno(errno.EACCES),
-        ])
-        prog.append(_ins(_LD_W_ABS, _OFF_NR))
+    asm.label("unix_only")
+    asm.op(_LD_W_ABS, _arg_lo(0))
+    asm.op(_JEQ_K, AF_UNIX, jt="allow", jf="eacces")
     # clone(): no namespace-creating flags.
-    arg_block(SYS_CLONE, 0, [
-        _ins(_JSET_K, CLONE_NS_FLAGS, jt=0, jf=1),
-        _ret_errno(errno.EPERM),
-        _ins(_RET_K, SECCOMP_RET_ALLOW),
-    ])
-    prog.append(_ins(_LD_W_ABS, _OFF_NR))
+    asm.label("clone")
+    asm.op(_LD_W_ABS, _arg_lo(0))
+    asm.op(_JSET_K, CLONE_NS_FLAGS, jt="eperm", jf="allow")
     # personality(): only the query (0xffffffff) and PER_LINUX (0); other
     # personas turn off ASLR or change the syscall ABI.
-    arg_block(SYS_PERSONALITY, 0, [
-        _ins(_JEQ_K, 0xFFFFFFFF, jt=2, jf=0),
-        _ins(_JEQ_K, 0, jt=1, jf=0),
-        _ret_errno(errno.EPERM),
-        _ins(_RET_K, SECCOMP_RET_ALLOW),
-    ])
-    prog.append(_ins(_LD_W_ABS, _OFF_NR))
+    asm.label("personality")
+    asm.op(_LD_W_ABS, _arg_lo(0))
+    asm.op(_JEQ_K, 0xFFFFFFFF, jt="allow")
+    asm.op(_JEQ_K, 0, jt="allow", jf="eperm")
     # ioctl(TIOCSTI/TIOCLINUX): pushing keystrokes into a terminal.
-    arg_block(SYS_IOCTL, 1, [
-        _ins(_JEQ_K, TIOCSTI, jt=1, jf=0),
-        _ins(_JEQ_K, TIOCLINUX, jt=0, jf=1),
-        _ret_errno(errno.EPERM),
-        _ins(_RET_K, SECCOMP_RET_ALLOW),
-    ])
-    prog.append(_ins(_RET_K, SECCOMP_RET_ALLOW))
-    if len(prog) > 4096:
+    asm.label("ioctl")
+    asm.op(_LD_W_ABS, _arg_lo(1))
+    asm.op(_JEQ_K, TIOCSTI, jt="eperm")
+    asm.op(_JEQ_K, TIOCLINUX, jt="eperm", jf="allow")
+
+    for name, action in (("allow", SECCOMP_RET_ALLOW),
+                         ("eperm", SECCOMP_RET_ERRNO | errno.EPERM),
+                         ("eacces", SECCOMP_RET_ERRNO | errno.EACCES),
+                         ("enosys", SECCOMP_RET_ERRNO | errno.ENOSYS)):
+        asm.label(name)
+        asm.op(_RET_K, action)
+    prog = asm.assemble()
+    if len(prog) // 8 > 4096:
         raise AssertionError("seccomp program too long")
-    return b"".join(prog)
+    return prog
