@@ -6,6 +6,8 @@ the run's namespaces and restricts itself just before exec.
 
 from __future__ import annotations
 
+import os
+
 
 # Filesystem rights (uapi/linux/landlock.h).
 EXECUTE = 1 << 0
@@ -55,6 +57,22 @@ SYSTEM_READ = (
     "/proc", "/sys/devices/system/cpu", "/sys/fs/cgroup",
     "/dev/urandom", "/dev/random",
 )
+
+
+def _distinct(paths: tuple[str, ...]) -> tuple[str, ...]:
+    """The paths whose real location is not inside another one's: a rule
+    follows links, so on a merged-/usr system /bin, /lib... and anything
+    under /usr add nothing to the rule for /usr, and each rule costs the
+    exec helper an open and a system call per stage."""
+    real = {p: os.path.realpath(p) for p in paths}
+    return tuple(p for p in paths
+                 if not any(q != p and (real[p] + "/").startswith(real[q].rstrip("/") + "/")
+                            and (real[p] != real[q] or paths.index(q) < paths.index(p))
+                            for q in paths))
+
+
+SYSTEM_READ_RULES = _distinct(SYSTEM_READ)
+
 # Device files a run may also write (writes vanish).
 SYSTEM_WRITE_DEVICES = ("/dev/null", "/dev/zero", "/dev/full")
 
@@ -81,6 +99,6 @@ def rules(abi: int, write_paths: list[str]) -> list[tuple[str, int]]:
     """
     read_dir = EXECUTE | READ_FILE | READ_DIR
     devices = READ_FILE | WRITE_FILE | (TRUNCATE if abi >= 3 else 0)
-    return ([(p, read_dir) for p in SYSTEM_READ]
+    return ([(p, read_dir) for p in SYSTEM_READ_RULES]
             + [(p, devices) for p in SYSTEM_WRITE_DEVICES]
             + [(p, fs_rights(abi)) for p in write_paths])
