@@ -179,6 +179,26 @@ def test_trap_deeply_nested_work_dir_is_still_cleaned_up(runner):
     assert run_uid_processes(runner) == []
 
 
+def test_runs_are_niced_below_the_service_and_cannot_raise_themselves(runner):
+    """A CPU-bound run must not delay the server and the supervisors (their
+    clocks, the next job's start): programs run at nice 10 and cannot undo it."""
+    code = textwrap.dedent("""
+        import os
+        print("nice", os.nice(0))
+        try:
+            os.nice(-1); print("raised")
+        except PermissionError:
+            print("refused")
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, 0); print("reset")
+        except PermissionError:
+            print("refused")
+    """)
+    r = runner.run("python", code)
+    assert out(r).split() == ["nice", "10", "refused", "refused"], r
+    assert os.nice(0) == 0   # the server's own priority is untouched
+
+
 def test_trap_memory_spread_over_many_processes(runner):
     if not runner.engine.layers["cgroups"]["enabled"]:
         pytest.skip("no memory cgroup here: per-process rlimits cannot cap the total")

@@ -49,6 +49,7 @@
 enum { FD_CTL = 3, FD_REPORT, FD_STATUS, FD_SECCOMP, FD_USERNS, FD_NETNS, FD_MNTNS, NFDS };
 
 #define SPEC_MAX (16 << 20)
+#define RUN_NICE 10
 #define MAX_ITEMS 65536
 
 /*
@@ -478,6 +479,16 @@ int main(int argc, char **argv)
         struct rlimit rl = { v, v };
         CHECK(setrlimit((int)num(limits[i]), &rl), limits[i]);
     }
+
+    /* The program runs below the server, the supervisors and the next
+     * job's standby in the CPU scheduler's eyes (only the program: this
+     * standby's own set-up above ran at the supervisor's priority). When
+     * the machine is busy with programs, what starts and finishes jobs, and
+     * watches their clocks, still gets a CPU as soon as it wakes. Raising
+     * one's nice value needs no privilege; lowering it back needs
+     * CAP_SYS_NICE (or an RLIMIT_NICE above 0), which the run never has. */
+    step = "nice";
+    CHECK(setpriority(PRIO_PROCESS, 0, RUN_NICE), "setpriority");
 
     step = "landlock";
     if (ruleset >= 0) {
