@@ -5,14 +5,16 @@
  * slot is idle. It does, in this order, everything that does not depend on
  * the program (phase 1), then blocks on its control pipe until the stage's
  * spec arrives (phase 2: chdir, rlimits, the language's Landlock read rules,
- * execve). It is C so that a run costs one vfork+exec and two small forks
- * instead of three forks of a Python process (copy-on-write faults of a
- * 20 MiB heap, twice per run, were most of the sandbox's CPU per run).
+ * execve). It is C so that a run costs one vfork+exec and two clones that
+ * copy no memory, instead of three forks of a Python process (copy-on-write
+ * faults of a 20 MiB heap, twice per run, were most of the sandbox's CPU).
+ * It is built static, against musl where installed (see helper.py).
  *
  * The policy (which paths, which syscalls) stays in Python: the Landlock
  * rules come on the command line and the seccomp program as a file. This
- * file is the mechanism only, one linear function, each step commented
- * with why it is where it is.
+ * file is the mechanism only, in syscall order (main, then init and
+ * program where there is a PID namespace), each step commented with why it
+ * is where it is.
  *
  * Any failure writes "step:errno:message" to the report pipe and exits 127;
  * the report pipe is close-on-exec, so EOF without a report means the exec
