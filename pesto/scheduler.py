@@ -246,19 +246,15 @@ class Scheduler:
 
     # --- running ---------------------------------------------------------------
 
-    def _dispatch(self) -> bool:
-        """Start queued jobs while workers are free; True if any was started."""
+    def _dispatch(self) -> None:
         if self._closing:                # queued jobs wait for the next start
-            return False
-        started = False
+            return
         while self._running < self.workers and self._queue:
             entry = self._queue.popleft()
             entry.queued = False
             self._queued -= 1
             self._running += 1
             self._start(entry)
-            started = True
-        return started
 
     def _start(self, entry: _Entry) -> None:
         entry.task = asyncio.create_task(self._run(entry), name=f"job-{entry.job_id}")
@@ -302,16 +298,10 @@ class Scheduler:
                 "internal error while running the job; it was marked failed"))
         elapsed = time.monotonic() - started
         self._avg_run = 0.9 * self._avg_run + 0.1 * elapsed
-        # The slot is free: the next queued job starts before this one's
-        # bookkeeping, and gets the loop first (its first step marks it
-        # running and sends its stage to the slot), so that a busy slot is
-        # not left idle while this job's outcome is committed and answered.
-        self._running -= 1
-        if self._dispatch():
-            await asyncio.sleep(0)
         # Recorded before the answer (the SQLite store commits it on this
         # thread in tens of microseconds), so a GET after the answer sees the
-        # job finished. Nothing cancels this task once `executing` is off.
+        # job finished. Nothing cancels this task once `executing` is off; the
+        # slot is released whatever happens.
         try:
             await self._store.finish_job(
                 entry.job_id, outcome.status, utcnow(),
@@ -321,8 +311,10 @@ class Scheduler:
         except Exception:
             log.exception("job %s: could not record its outcome", entry.job_id)
         finally:
+            self._running -= 1
             self._forget(entry)
             self._settle(entry, outcome)
+            self._dispatch()
             self._log(entry, outcome.status, result, elapsed)
 
     def _forget(self, entry: _Entry) -> None:
