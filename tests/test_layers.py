@@ -14,17 +14,29 @@ from pesto.errors import ConfigError
 from tests.conftest import UID_BASE, Runner
 
 
+def _runner_without(tmp_path_factory, disable: tuple[str, ...], uid_offset: int,
+                    uid_count: int, unusable) -> Runner:
+    """A Runner with the `disable` layers off, in its own uid range; skipped
+    (and closed) where `unusable(layers)` names a reason."""
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox needs root")
+    settings = load_settings(env={}, data_dir=str(tmp_path_factory.mktemp("layers")),
+                             uid_base=UID_BASE + uid_offset, uid_count=uid_count,
+                             disable=disable)
+    r = Runner(settings)
+    reason = unusable(r.engine.layers)
+    if reason:
+        r.close()
+        pytest.skip(reason)
+    return r
+
+
 @pytest.fixture(scope="module")
 def bare_ns(tmp_path_factory):
     """An engine with namespaces on but seccomp and Landlock off."""
-    if os.geteuid() != 0:
-        pytest.skip("the sandbox needs root")
-    settings = load_settings(env={}, data_dir=str(tmp_path_factory.mktemp("d")),
-                             uid_base=UID_BASE + 400, uid_count=50, disable=("seccomp", "landlock"))
-    r = Runner(settings)
-    if not r.engine.layers["namespaces"]["enabled"]:
-        r.close()
-        pytest.skip(f"namespaces unavailable here: {r.engine.layers['namespaces']['reason']}")
+    r = _runner_without(tmp_path_factory, ("seccomp", "landlock"), 400, 50, lambda layers: (
+        None if layers["namespaces"]["enabled"]
+        else f"namespaces unavailable here: {layers['namespaces']['reason']}"))
     yield r
     r.close()
 
@@ -136,16 +148,9 @@ def test_doctor_json_reports_every_layer():
 @pytest.fixture(scope="module")
 def landlock_only(tmp_path_factory):
     """An engine with namespaces and seccomp off: Landlock is what is left to stop sockets."""
-    if os.geteuid() != 0:
-        pytest.skip("the sandbox needs root")
-    settings = load_settings(env={}, data_dir=str(tmp_path_factory.mktemp("ll")),
-                             uid_base=UID_BASE + 460, uid_count=10,
-                             disable=("seccomp", "namespaces"))
-    r = Runner(settings)
-    if not r.engine.layers["landlock"]["enabled"] or int(
-            r.engine.layers["landlock"]["reason"].split()[1]) < 6:
-        r.close()
-        pytest.skip(f"needs Landlock ABI >= 6: {r.engine.layers['landlock']['reason']}")
+    r = _runner_without(tmp_path_factory, ("seccomp", "namespaces"), 460, 10, lambda layers: (
+        None if layers["landlock"]["enabled"] and int(layers["landlock"]["reason"].split()[1]) >= 6
+        else f"needs Landlock ABI >= 6: {layers['landlock']['reason']}"))
     yield r
     r.close()
 
