@@ -60,15 +60,18 @@ SYSTEM_READ = (
 
 
 def _distinct(paths: tuple[str, ...]) -> tuple[str, ...]:
-    """The paths whose real location is not inside another one's: a rule
+    """The paths whose real location is not inside an earlier one's: a rule
     follows links, so on a merged-/usr system /bin, /lib... and anything
     under /usr add nothing to the rule for /usr, and each rule costs the
     exec helper an open and a system call per stage."""
-    real = {p: os.path.realpath(p) for p in paths}
-    return tuple(p for p in paths
-                 if not any(q != p and (real[p] + "/").startswith(real[q].rstrip("/") + "/")
-                            and (real[p] != real[q] or paths.index(q) < paths.index(p))
-                            for q in paths))
+    kept: list[str] = []
+    covered: list[str] = []   # real locations of the kept paths, with a trailing /
+    for p in paths:
+        real = os.path.realpath(p).rstrip("/") + "/"
+        if not any(real.startswith(c) for c in covered):
+            kept.append(p)
+            covered.append(real)
+    return tuple(kept)
 
 
 SYSTEM_READ_RULES = _distinct(SYSTEM_READ)

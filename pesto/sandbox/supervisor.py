@@ -111,15 +111,14 @@ def _remove_tree(name: str, dir_fd: int) -> None:
         os.unlink(name, dir_fd=dir_fd)   # a file or a link: removed itself
         return
     try:
-        taken: set[str] = set()   # names in `top` that a move must not reuse
-        pending = [_emptied(top, ".", taken)]
+        pending = [_emptied(top)]
+        taken = set(pending[0])   # names in `top` that a move must not reuse
         while pending:
             for sub in pending.pop():
                 fd = os.open(sub, _DIR_FLAGS, dir_fd=top)
                 try:
-                    nested = _emptied(fd, sub, taken)
                     moved = []
-                    for d in nested:   # up into `top`, under a fresh name
+                    for d in _emptied(fd):   # up into `top`, under a fresh name
                         new = f".pesto-rm-{len(taken)}"
                         while new in taken:
                             new += "_"
@@ -135,9 +134,8 @@ def _remove_tree(name: str, dir_fd: int) -> None:
     os.rmdir(name, dir_fd=dir_fd)
 
 
-def _emptied(fd: int, name: str, taken: set[str]) -> list[str]:
-    """Unlink every non-directory in directory fd; return its subdirectories' names
-    (recorded in `taken` when fd is the top, named ".")."""
+def _emptied(fd: int) -> list[str]:
+    """Unlink every non-directory in directory fd; return its subdirectories' names."""
     subdirs = []
     with os.scandir(fd) as entries:
         for entry in entries:
@@ -145,8 +143,6 @@ def _emptied(fd: int, name: str, taken: set[str]) -> list[str]:
                 subdirs.append(entry.name)
             else:
                 os.unlink(entry.name, dir_fd=fd)
-    if name == ".":
-        taken.update(subdirs)
     return subdirs
 
 
