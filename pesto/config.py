@@ -46,6 +46,8 @@ class Settings:
     uid_count: int = 1000
     require: tuple[str, ...] = ()
     disable: tuple[str, ...] = ()
+    # Deal the CPUs out among the slots (pesto/sandbox/cpus.py).
+    pin_cpus: bool = True
 
     # Limits (client values must fall inside these; defaults apply when absent).
     max_files: int = 20
@@ -75,6 +77,13 @@ def _coerce_env(name: str, raw: str) -> Any:
         return int(raw)
     if t == "float":
         return float(raw)
+    if t == "bool":
+        value = raw.strip().lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true or false, got {raw!r}")
     if t.startswith("tuple"):
         return tuple(x.strip() for x in raw.split(",") if x.strip())
     return raw

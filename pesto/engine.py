@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Any
 
 from pesto.config import Settings
@@ -17,6 +18,7 @@ from pesto.models import (SKIPPED, ExecuteRequest, ExecuteResult, StageResult, S
                           check_file_name, converter)
 from pesto.runtimes import Registry, Runtime, load_registry
 from pesto.sandbox.client import Sandbox
+from pesto.sandbox.cpus import slot_cpus
 
 log = logging.getLogger("pesto.engine")
 
@@ -36,7 +38,7 @@ class Engine:
         sandbox = await Sandbox.start(uid_base=settings.uid_base, uid_count=settings.uid_count,
                                       sandbox_dir=str(settings.sandbox_dir),
                                       slots=settings.workers, disk_limit=settings.disk_limit,
-                                      disable=settings.disable)
+                                      disable=settings.disable, pin_cpus=settings.pin_cpus)
         missing = [f"{name} ({sandbox.layers[name]['reason']})" for name in settings.require
                    if not sandbox.layers.get(name, {}).get("enabled")]
         if missing:
@@ -45,6 +47,15 @@ class Engine:
         for name, layer in sandbox.layers.items():
             log.info("sandbox layer %s: %s (%s)", name,
                      "on" if layer["enabled"] else "off", layer["reason"])
+        allowed = os.sched_getaffinity(0)
+        shares = [slot_cpus(allowed, settings.workers, i) for i in range(settings.workers)]
+        if settings.pin_cpus and shares[0] is not None:
+            log.info("slot CPUs: %s", "; ".join(
+                f"slot {i}: {','.join(map(str, sorted(s)))}" for i, s in enumerate(shares)
+                if s is not None))
+        else:
+            log.info("slots not pinned to CPUs (%s)", "pin_cpus is off" if not settings.pin_cpus
+                     else f"{settings.workers} slots for {len(allowed)} CPUs")
         return cls(settings, registry, sandbox)
 
     @property

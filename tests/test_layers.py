@@ -203,3 +203,23 @@ def test_cgroup_backend_is_the_hosts(runner):
         pytest.skip(f"{where} is not writable here (not delegated)")
     layer = runner.engine.layers["cgroups"]
     assert layer["enabled"] and layer["reason"].startswith(expected), layer
+
+
+def test_pin_cpus_off_leaves_every_cpu_to_every_run(tmp_path):
+    """The setting turns the slots' CPU placement off (tests/test_sandbox.py
+    proves it on): two runs held at once both see all the CPUs."""
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox needs root")
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        pytest.skip("one CPU: pinned or not, a run sees the same")
+    from pesto.models import ExecuteRequest
+    from tests.test_sandbox import AFFINITY
+    settings = load_settings(env={}, data_dir=str(tmp_path), uid_base=UID_BASE + 490,
+                             uid_count=5, workers=2, pin_cpus=False)
+    r = Runner(settings)
+    try:
+        results = r.gather(*(ExecuteRequest(language="python", code=AFFINITY) for _ in range(2)))
+    finally:
+        r.close()
+    assert [res.runtime.stdout.strip() for res in results] == [str(allowed)] * 2, results

@@ -527,3 +527,21 @@ def test_concurrent_runs_do_not_interfere(runner):
             for i in range(12)]
     results = runner.gather(*reqs)
     assert [out(r) for r in results] == [f"{i}\n" for i in range(12)]
+
+
+AFFINITY = "import os, time; time.sleep(0.3); print(sorted(os.sched_getaffinity(0)))"
+
+
+def test_each_slot_runs_on_its_own_cpus(runner):
+    """pesto/sandbox/cpus.py: with no more slots than CPUs, runs held at once
+    (one per slot) each see only their slot's share of the CPUs."""
+    from pesto.sandbox.cpus import slot_cpus
+    allowed = os.sched_getaffinity(0)
+    slots = runner.settings.workers
+    shares = [slot_cpus(allowed, slots, i) for i in range(slots)]
+    if shares[0] is None:
+        pytest.skip(f"{slots} slots for {len(allowed)} CPUs: slots are not pinned")
+    results = runner.gather(*(ExecuteRequest(language="python", code=AFFINITY)
+                              for _ in range(slots)))
+    seen = sorted(out(r).strip() for r in results)
+    assert seen == sorted(str(sorted(share)) for share in shares), seen

@@ -120,3 +120,23 @@ def test_settings_layering(tmp_path):
     with pytest.raises(ConfigError):
         load_settings(env={"PESTO_PORT": "eighty"})
     assert "secret" not in repr(load_settings(env={"PESTO_ADMIN_TOKEN": "secret"}))
+
+
+def test_boolean_settings_from_the_environment():
+    assert load_settings(env={}).pin_cpus is True
+    assert load_settings(env={"PESTO_PIN_CPUS": "false"}).pin_cpus is False
+    assert load_settings(env={"PESTO_PIN_CPUS": "1"}).pin_cpus is True
+    with pytest.raises(ConfigError, match="PESTO_PIN_CPUS"):
+        load_settings(env={"PESTO_PIN_CPUS": "maybe"})
+
+
+@pytest.mark.parametrize("allowed, slots, expected", [
+    ([0, 1], 2, [{0}, {1}]),                  # one CPU each
+    ([0, 1, 2, 3], 2, [{0, 2}, {1, 3}]),      # dealt out
+    ([2, 5, 7], 3, [{2}, {5}, {7}]),          # the CPUs a cpuset allows, not 0..n
+    ([0, 1, 2, 3], 1, [{0, 1, 2, 3}]),        # one slot: every CPU
+    ([0, 1], 3, [None, None, None]),          # more slots than CPUs: not pinned
+])
+def test_slot_cpus(allowed, slots, expected):
+    from pesto.sandbox.cpus import slot_cpus
+    assert [slot_cpus(allowed, slots, i) for i in range(slots)] == expected

@@ -131,12 +131,13 @@ class Sandbox:
 
     @classmethod
     async def start(cls, *, uid_base: int, uid_count: int, sandbox_dir: str, slots: int,
-                    disk_limit: int, disable: tuple[str, ...] = ()) -> "Sandbox":
+                    disk_limit: int, disable: tuple[str, ...] = (),
+                    pin_cpus: bool = True) -> "Sandbox":
         """Start the spawner (by exec), read its probe of the host, open the slots."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         cfg = json.dumps({"uid_base": uid_base, "uid_count": uid_count,
                           "sandbox_dir": str(sandbox_dir), "disable": list(disable),
-                          "disk_limit": disk_limit})
+                          "disk_limit": disk_limit, "slots": slots, "pin_cpus": pin_cpus})
         proc = subprocess.Popen(
             [sys.executable, "-m", "pesto.sandbox.spawner", str(theirs.fileno()), cfg],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True,

@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 
-from pesto.sandbox import context, helper, kernel, supervisor
+from pesto.sandbox import context, cpus, helper, kernel, supervisor
 
 
 def main(argv: list[str]) -> int:
@@ -30,6 +30,7 @@ def main(argv: list[str]) -> int:
     except helper.HelperMissing as exc:
         ctrl.send(json.dumps({"error": str(exc)}).encode())
         return 1
+    allowed = os.sched_getaffinity(0)
     # Whatever a crashed predecessor left behind goes before the first job.
     supervisor.sweep_stale(ctx)
     # Supervisors are never waited for: let the kernel reap them. As a
@@ -60,6 +61,12 @@ def main(argv: list[str]) -> int:
             code = 0
             try:
                 ctrl.close()
+                pinned = cpus.slot_cpus(allowed, cfg["slots"], slot) if cfg["pin_cpus"] else None
+                if pinned is not None:
+                    try:   # inherited by everything the slot starts
+                        os.sched_setaffinity(0, pinned)
+                    except OSError:
+                        pass   # a host that refuses: the slot runs where the kernel puts it
                 supervisor.run(fds[0], slot, ctx)
             except BaseException:  # noqa: BLE001
                 code = 1
