@@ -153,7 +153,10 @@ class Registry:
             for name in r.names:
                 by_name.setdefault(name, []).append(r)
         object.__setattr__(self, "installed", installed)
-        object.__setattr__(self, "_by_name", {k: tuple(v) for k, v in by_name.items()})
+        # Newest version first: `resolve` takes the first that matches.
+        object.__setattr__(self, "_by_name", {
+            k: tuple(sorted(v, key=lambda r: _version_key(r.version), reverse=True))
+            for k, v in by_name.items()})
 
     def resolve(self, name: str, version: str | None = "latest") -> Runtime:
         """The installed runtime for a name/alias and an exact, prefix or 'latest' version.
@@ -175,7 +178,7 @@ class Registry:
                 raise RuntimeNotFound(
                     f"{name!r} has no installed version {version!r}; installed: "
                     + ", ".join(r.version for r in candidates))
-        return max(found, key=lambda r: _version_key(r.version))
+        return found[0]
 
 
 def load_registry(languages_dir: Path) -> Registry:

@@ -331,6 +331,8 @@ class Scheduler:
 
     def _log(self, entry: _Entry, status: JobStatus, result: ExecuteResult | None,
              elapsed: float | None) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
         try:
             self._log_line(entry, status, result, elapsed)
         except Exception:

@@ -82,11 +82,12 @@ def encode_spec(argv: Sequence[str], env: Mapping[str, str], rlimits: Sequence[t
                   [str(x) for pair in rlimits for x in pair], list(read_paths)):
         items.append(str(len(group)))
         items.extend(group)
-    for s in items:
-        if "\0" in s:
-            # A NUL would shift every later field (execve could not take it either).
-            raise ValueError(f"NUL byte in a program argument or environment: {s[:40]!r}")
-    return "".join(s + "\0" for s in items).encode()
+    spec = "\0".join(items) + "\0"
+    if spec.count("\0") != len(items):
+        # A NUL would shift every later field (execve could not take it either).
+        bad = next(s for s in items if "\0" in s)
+        raise ValueError(f"NUL byte in a program argument or environment: {bad[:40]!r}")
+    return spec.encode()
 
 
 def spawn(*, uid: int, gid: int, workdir: str, tmp_size: int, namespaces: bool,

@@ -1,18 +1,23 @@
-"""Framing between the server and a job's supervisor: 4-byte length + JSON."""
+"""Framing between the server and a job's supervisor: 4-byte length + JSON (msgspec)."""
 
 from __future__ import annotations
 
-import json
 import socket
 import struct
 from typing import Any
+
+import msgspec
 
 MAX_MESSAGE = 64 * 1024 * 1024
 _HEADER = struct.Struct("!I")
 
 
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
 def encode(msg: Any) -> bytes:
-    body = json.dumps(msg, separators=(",", ":")).encode()
+    body = _encode(msg)
     return _HEADER.pack(len(body)) + body
 
 
@@ -37,7 +42,7 @@ def recv_blocking(sock: socket.socket) -> Any | None:
     body = _recv_exact(sock, size)
     if body is None:
         return None
-    return json.loads(body)
+    return _decode(body)
 
 
 def send_blocking(sock: socket.socket, msg: Any) -> None:
@@ -52,4 +57,4 @@ async def recv_async(reader) -> Any | None:
         body = await reader.readexactly(size)
     except (asyncio.IncompleteReadError, ConnectionError):
         return None
-    return json.loads(body)
+    return _decode(body)
