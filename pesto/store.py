@@ -23,12 +23,12 @@ store would implement the same methods.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import enum
 import logging
 import os
 import sqlite3
 import stat
+import time
 from pathlib import Path
 
 import aiosqlite
@@ -82,9 +82,22 @@ class Job:
     error: str | None = None        # {"code", "message"} as JSON text
 
 
+_second: tuple[int, str] = (-1, "")     # the last second formatted, and its text
+
+
 def utcnow() -> str:
-    """Now as ISO 8601 UTC with milliseconds, e.g. 2026-11-26T06:55:00.123Z."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now as ISO 8601 UTC with milliseconds, e.g. 2026-11-26T06:55:00.123Z.
+
+    A request takes several; the date and time are formatted once a second.
+    """
+    global _second
+    now = time.time()
+    second, text = _second
+    if int(now) != second:
+        second = int(now)
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second = (second, text)        # one assignment: safe from any thread
+    return f"{text}.{int((now - second) * 1000):03d}Z"
 
 
 def month_of(timestamp: str) -> str:
