@@ -95,6 +95,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                                   ("sandbox_dir", settings.sandbox_dir),
                                   ("languages_dir", settings.languages_dir),
                                   ("workers", settings.workers),
+                                  ("pin_cpus", settings.pin_cpus),
                                   ("admin_token", "***" if settings.admin_token else None))}
         print("config:", ", ".join(f"{k}={v}" for k, v in safe.items()))
         if missing:

@@ -61,6 +61,8 @@ class Settings:
     memory_max: int = 512 * 1024 * 1024
 
     def __attrs_post_init__(self) -> None:
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1 (got {self.workers})")
         for name in (*self.require, *self.disable):
             if name not in LAYERS:
                 raise ConfigError(f"unknown sandbox layer {name!r}; known: {', '.join(LAYERS)}")

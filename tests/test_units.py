@@ -128,6 +128,8 @@ def test_boolean_settings_from_the_environment():
     assert load_settings(env={"PESTO_PIN_CPUS": "1"}).pin_cpus is True
     with pytest.raises(ConfigError, match="PESTO_PIN_CPUS"):
         load_settings(env={"PESTO_PIN_CPUS": "maybe"})
+    with pytest.raises(ConfigError, match="workers"):
+        load_settings(env={"PESTO_WORKERS": "0"})
 
 
 @pytest.mark.parametrize("allowed, slots, expected", [
