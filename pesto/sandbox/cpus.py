@@ -13,7 +13,9 @@ standbys and its programs then share their slot's CPUs:
 Under a full load each job has about one CPU either way; a multi-threaded
 program gets only its slot's CPUs. With more slots than CPUs nothing is
 pinned: the slots could not share the CPUs evenly. This is placement, not a
-limit: a run may widen its own affinity within what the host allows.
+limit: a run may widen its own affinity within what the host allows. Two
+instances on one host deal the same CPUs the same way unless each is given
+its own (a cpuset), so `pin_cpus = false` is there for hosts shared so.
 """
 
 from __future__ import annotations
