@@ -5,7 +5,12 @@
   path) or a place in the bounded queue (persisted `queued`); a full queue is
   `QueueFull` (503), a token over its concurrency limit is `TooManyJobs` (429).
 - Each run is one named task (`job-<id>`); when it ends it records the
-  outcome, frees its slot and starts the oldest queued job.
+  outcome, frees its slot and starts the oldest queued job. A completed job
+  whose client waits (`POST /api/execute`) is recorded by that client's
+  handler right after the answer is written, in the same step of the event
+  loop (`record`), so that the commit is not on the answer's path and no
+  later request can see the job unfinished; if the handler never does, a
+  timer records it (`RECORD_GRACE`), and so does `close`.
 - Cancelling a queued job drops it from the queue; cancelling a running one
   cancels its task, which makes the engine kill the run.
 - `recover` (start-up) fails every job a crash left `running` — untrusted code
@@ -37,6 +42,8 @@ from pesto.store import Job, JobStatus, Store, Token, utcnow
 log = logging.getLogger("pesto.jobs")
 
 _encode = msgspec.json.Encoder().encode
+
+RECORD_GRACE = 1.0      # seconds a waiting handler has to record its job's outcome
 
 
 class EngineLike(Protocol):
@@ -79,6 +86,14 @@ class _Entry:
     running_in_store: bool = False       # persisted as running already
     executing: bool = False              # inside engine.execute: cancelling kills the run
     cancel_requested: bool = False
+    waiter_records: bool = False         # a waiting handler records a completed outcome
+
+
+@attrs.define(eq=False)
+class _Unrecorded:
+    entry: _Entry
+    outcome: Outcome
+    timer: asyncio.TimerHandle | None = None
 
 
 class Scheduler:
@@ -94,6 +109,8 @@ class Scheduler:
         self._running = 0                 # slots taken
         self._entries: dict[str, _Entry] = {}
         self._per_token: collections.Counter[int] = collections.Counter()
+        self._unrecorded: dict[str, _Unrecorded] = {}   # answered before recorded (see record)
+        self._late: set[asyncio.Future[None]] = set()
         self._closing = False
         self._avg_run = 0.5               # seconds, moving average, for Retry-After
 
@@ -118,8 +135,12 @@ class Scheduler:
 
     # --- intake ----------------------------------------------------------------
 
-    async def submit(self, job_id: str, request: ExecuteRequest, body: str, token: Token) -> _Entry:
+    async def submit(self, job_id: str, request: ExecuteRequest, body: str, token: Token, *,
+                     waiter_records: bool = False) -> _Entry:
         """Persist and schedule a validated job; returns a handle for `wait`.
+
+        With `waiter_records`, the caller waits for the outcome and, when it
+        is `completed`, calls `record(job_id)` once it has answered.
 
         Raises ShuttingDown / QueueFull (503) or TooManyJobs (429) before
         anything is written.
@@ -138,7 +159,7 @@ class Scheduler:
         # submits cannot overbook.
         entry = _Entry(job_id=job_id, request=request, token_id=token.id, token_name=token.name,
                        created=time.monotonic(), done=asyncio.get_running_loop().create_future(),
-                       running_in_store=start_now)
+                       running_in_store=start_now, waiter_records=waiter_records)
         self._entries[job_id] = entry
         self._per_token[token.id] += 1
         if start_now:
@@ -298,10 +319,49 @@ class Scheduler:
                 "internal error while running the job; it was marked failed"))
         elapsed = time.monotonic() - started
         self._avg_run = 0.9 * self._avg_run + 0.1 * elapsed
-        # Recorded before the answer (the SQLite store commits it on this
-        # thread in tens of microseconds), so a GET after the answer sees the
-        # job finished. Nothing cancels this task once `executing` is off; the
-        # slot is released whatever happens.
+        # Nothing cancels this task once `executing` is off; the slot is
+        # released whatever happens.
+        try:
+            if entry.waiter_records and outcome.status is JobStatus.COMPLETED \
+                    and not entry.done.done():
+                # The waiting handler answers first, then records (see `record`).
+                pending = _Unrecorded(entry, outcome)
+                pending.timer = asyncio.get_running_loop().call_later(
+                    RECORD_GRACE, self._record_late, entry.job_id)
+                self._unrecorded[entry.job_id] = pending
+            else:
+                # Recorded before the answer, so a GET after it sees the job finished.
+                await self._record(entry, outcome)
+        finally:
+            self._running -= 1
+            self._forget(entry)
+            self._settle(entry, outcome)
+            self._dispatch()
+            self._log(entry, outcome.status, result, elapsed)
+
+    async def record(self, job_id: str) -> None:
+        """Commit the outcome of a job whose waiting handler has just answered.
+
+        Called in the same step of the event loop as the answer's last write
+        (a Litestar background task), so the loop reads no other request in
+        between. Does nothing for a job already recorded.
+        """
+        pending = self._unrecorded.pop(job_id, None)
+        if pending is None:
+            return
+        if pending.timer is not None:
+            pending.timer.cancel()
+        await self._record(pending.entry, pending.outcome)
+
+    def _record_late(self, job_id: str) -> None:
+        """The handler did not record its job (it failed or went away): record it now."""
+        if job_id in self._unrecorded:
+            log.warning("job %s: its handler did not record the outcome; recorded late", job_id)
+            task = asyncio.ensure_future(self.record(job_id))
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
+
+    async def _record(self, entry: _Entry, outcome: Outcome) -> None:
         try:
             await self._store.finish_job(
                 entry.job_id, outcome.status, utcnow(),
@@ -310,12 +370,6 @@ class Scheduler:
                 and outcome.error is not None else None)
         except Exception:
             log.exception("job %s: could not record its outcome", entry.job_id)
-        finally:
-            self._running -= 1
-            self._forget(entry)
-            self._settle(entry, outcome)
-            self._dispatch()
-            self._log(entry, outcome.status, result, elapsed)
 
     def _forget(self, entry: _Entry) -> None:
         if self._entries.get(entry.job_id) is entry:
@@ -366,6 +420,9 @@ class Scheduler:
                     entry.task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=max(1.0, timeout))
+        # Outcomes answered but not yet recorded (their handlers were cut short).
+        for job_id in list(self._unrecorded):
+            await self.record(job_id)
         # Jobs still queued stay queued in the store and run after the next start.
         left = [e for e in self._entries.values() if e.task is None]
         for entry in left:

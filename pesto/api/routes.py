@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 import msgspec
 from litestar import Request, Response, delete, get, post
+from litestar.background_tasks import BackgroundTask
 from litestar.params import FromPath
 
 from pesto.api.auth import RateLimiter, caller
@@ -83,7 +84,7 @@ async def _read_job_request(request: Request[Any, Any, Any],
     return execute_request, body.decode("utf-8")
 
 
-async def _submit(request: Request[Any, Any, Any]):
+async def _submit(request: Request[Any, Any, Any], *, waiter_records: bool = False):
     token = await caller(request)
     services = _services(request)
     execute_request, body = await _read_job_request(request, services)
@@ -93,7 +94,8 @@ async def _submit(request: Request[Any, Any, Any]):
             f"this token may run {token.monthly_limit} executions per calendar month (UTC)",
             retry_after=_seconds_to_next_month(now))
     job_id = uuid.uuid4().hex
-    entry = await services.scheduler.submit(job_id, execute_request, body, token)
+    entry = await services.scheduler.submit(job_id, execute_request, body, token,
+                                            waiter_records=waiter_records)
     return services, entry
 
 
@@ -102,10 +104,13 @@ async def _submit(request: Request[Any, Any, Any]):
       responses={200: ok(ExecuteResponse, "the result of both stages"),
                  **errors(400, 401, 409, 413, 415, 429, 500, 503)})
 async def execute(request: Request[Any, Any, Any]) -> Response[bytes]:
-    services, entry = await _submit(request)
+    services, entry = await _submit(request, waiter_records=True)
     outcome = await services.scheduler.wait(entry)
     if outcome.status is JobStatus.COMPLETED and outcome.result is not None:
-        return _json(outcome.result)
+        # The job is committed right after this answer is written, in the
+        # same step of the loop (Scheduler.record): off the answer's path.
+        return Response(outcome.result, status_code=200, media_type=JSON,
+                        background=BackgroundTask(services.scheduler.record, entry.job_id))
     raise outcome.error or PestoError("the job ended without a result")
 
 

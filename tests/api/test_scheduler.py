@@ -72,3 +72,31 @@ def test_queue_order_and_cancel_of_queued_job(data_dir: Path) -> None:
             await engine.close()
 
     asyncio.run(scenario())
+
+
+def test_an_outcome_its_waiter_did_not_record_is_recorded_anyway(data_dir: Path) -> None:
+    """POST /api/execute answers first and records after (Scheduler.record);
+    a handler that never records (it failed, or went away) leaves its job
+    `running` only until RECORD_GRACE, and a shutdown records it at once."""
+    async def scenario() -> None:
+        engine, store, token, scheduler = await _setup(data_dir)
+        try:
+            late = await scheduler.submit("late", parse_request(HELLO), json.dumps(HELLO), token,
+                                          waiter_records=True)
+            assert (await asyncio.wait_for(scheduler.wait(late), 30)).status is JobStatus.COMPLETED
+            assert (await store.get_job("late", token.id)).status is JobStatus.RUNNING
+            await asyncio.sleep(1.5)                   # RECORD_GRACE is 1 s
+            assert (await store.get_job("late", token.id)).status is JobStatus.COMPLETED
+            shut = await scheduler.submit("shut", parse_request(HELLO), json.dumps(HELLO), token,
+                                          waiter_records=True)
+            await asyncio.wait_for(scheduler.wait(shut), 30)
+            await scheduler.close()
+            job = await store.get_job("shut", token.id)
+            assert job.status is JobStatus.COMPLETED and json.loads(job.result)["runtime"][
+                "stdout"] == "1\n"
+        finally:
+            await scheduler.close()
+            await store.close()
+            await engine.close()
+
+    asyncio.run(scenario())
