@@ -322,8 +322,7 @@ class Scheduler:
         # Nothing cancels this task once `executing` is off; the slot is
         # released whatever happens.
         try:
-            if entry.waiter_records and outcome.status is JobStatus.COMPLETED \
-                    and not entry.done.done():
+            if entry.waiter_records and outcome.status is JobStatus.COMPLETED:
                 # The waiting handler answers first, then records (see `record`).
                 pending = _Unrecorded(entry, outcome)
                 pending.timer = asyncio.get_running_loop().call_later(

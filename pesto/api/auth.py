@@ -43,11 +43,6 @@ _hashes: dict[str, str] = {}
 _HASHES_MAX = 1024
 
 
-def _hash_cached(value: str) -> str:
-    digest = _hashes.get(value)
-    return digest if digest is not None else hash_token(value)
-
-
 class RateLimiter:
     """Sliding one-minute window of request times per token, in memory.
 
@@ -84,7 +79,7 @@ async def authenticate(store: Store, limiter: RateLimiter, header: str | None) -
         raise TokenMissing("this route needs the X-Pesto-Token header; "
                            "create a token with `pesto token create --name NAME`")
     value = header.strip()
-    digest = _hash_cached(value)
+    digest = _hashes.get(value) or hash_token(value)
     token = await store.token_by_hash(digest, utcnow()[:7])
     if token is None:
         raise TokenInvalid("the X-Pesto-Token is unknown or revoked")

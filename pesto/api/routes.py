@@ -47,9 +47,10 @@ def _services(request: Request[Any, Any, Any]) -> Services:
 
 
 def _json(body: bytes | dict[str, Any], status: int = 200,
-          headers: dict[str, str] | None = None) -> Response[bytes]:
+          headers: dict[str, str] | None = None,
+          background: BackgroundTask | None = None) -> Response[bytes]:
     return Response(body if isinstance(body, bytes) else _encode(body), status_code=status,
-                    media_type=JSON, headers=headers)
+                    media_type=JSON, headers=headers, background=background)
 
 
 def _seconds_to_next_month(now: dt.datetime) -> int:
@@ -109,8 +110,8 @@ async def execute(request: Request[Any, Any, Any]) -> Response[bytes]:
     if outcome.status is JobStatus.COMPLETED and outcome.result is not None:
         # The job is committed right after this answer is written, in the
         # same step of the loop (Scheduler.record): off the answer's path.
-        return Response(outcome.result, status_code=200, media_type=JSON,
-                        background=BackgroundTask(services.scheduler.record, entry.job_id))
+        return _json(outcome.result,
+                     background=BackgroundTask(services.scheduler.record, entry.job_id))
     raise outcome.error or PestoError("the job ended without a result")
 
 
