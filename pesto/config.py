@@ -34,6 +34,9 @@ class Settings:
     port: int = 8080
     max_body_bytes: int = 1024 * 1024
     admin_token: str | None = attrs.field(default=None, repr=False)
+    # The token (by name) that Piston-API requests without a token header are
+    # counted against; None refuses them (docs/api.md, "Piston").
+    piston_anonymous_token: str | None = None
 
     # Scheduling.
     workers: int = attrs.field(factory=lambda: os.cpu_count() or 1)

@@ -14,8 +14,8 @@ from typing import Any
 
 from pesto.config import Settings
 from pesto.errors import ConfigError, InvalidRequest
-from pesto.models import (SKIPPED, ExecuteRequest, ExecuteResult, StageResult, Status,
-                          check_file_name, converter)
+from pesto.models import (ENCODINGS, NO_COMPILE, SKIPPED, ExecuteRequest, ExecuteResult, StageResult,
+                          Status, check_file_name, converter, file_content)
 from pesto.runtimes import Registry, Runtime, load_registry
 from pesto.sandbox.client import Sandbox
 from pesto.sandbox.cpus import slot_cpus
@@ -79,6 +79,7 @@ class Engine:
         in_range("compileTimeout", request.compile_timeout, 1, s.timeout_max)
         in_range("runTimeout", request.run_timeout, 1, s.timeout_max)
         in_range("memoryLimit", request.memory_limit, s.memory_min, s.memory_max)
+        in_range("compileMemoryLimit", request.compile_memory_limit, s.memory_min, s.memory_max)
         if (request.code is None) == (request.files is None):
             problems.append("$: give exactly one of 'code' and 'files'")
         if request.files is not None:
@@ -94,6 +95,13 @@ class Engine:
                 elif f.name in seen:
                     problems.append(f"$.files[{i}].name: duplicate name")
                 seen.add(f.name)
+                if f.encoding not in ENCODINGS:
+                    problems.append(f"$.files[{i}].encoding: must be one of {', '.join(ENCODINGS)}")
+                elif f.encoding != "utf8":
+                    try:
+                        file_content(f)
+                    except ValueError as exc:
+                        problems.append(f"$.files[{i}].code: not valid {f.encoding}: {exc}")
             if sum(f.entrypoint for f in request.files) > 1:
                 problems.append("$.files: at most one entrypoint")
             # A file and a directory of the same name cannot both exist.
@@ -126,30 +134,31 @@ class Engine:
             entry = runtime.file_name
         else:
             assert request.files is not None
-            files = [(f.name, f.code) for f in request.files]
+            files = [(f.name, file_content(f)) for f in request.files]
             entry = next((f.name for f in request.files if f.entrypoint), request.files[0].name)
         limits = runtime.spec.limits
         memory = request.memory_limit or s.memory_default
-        compile_result = SKIPPED
+        compile_result = NO_COMPILE
         async with self.sandbox.session() as session:
             workdir = await session.prepare(files)
             ctx = {"file": entry, "dir": workdir, "lang_dir": str(runtime.lang_dir),
                    "stem": entry.rsplit("/", 1)[-1].rsplit(".", 1)[0]}
             if runtime.compiled:
-                c_memory = max(memory, limits.compile_memory or 0)
+                c_memory = request.compile_memory_limit or max(memory, limits.compile_memory or 0)
                 c_timeout = request.compile_timeout or limits.compile_timeout or s.compile_timeout_default
                 compile_result = await self._stage(
                     session, runtime, runtime.spec.compile, [], "", workdir, ctx,
                     timeout=c_timeout, memory=c_memory,
                     processes=limits.compile_processes or max(limits.processes, 64), more=True)
                 if compile_result.status != Status.OK:
-                    return ExecuteResult(job_id, runtime.language, runtime.version,
+                    return ExecuteResult(job_id, request.language, runtime.version,
                                          compile_result, SKIPPED)
             r_timeout = request.run_timeout or limits.run_timeout or s.run_timeout_default
             run_result = await self._stage(
                 session, runtime, runtime.spec.run, request.args, request.stdin, workdir, ctx,
                 timeout=r_timeout, memory=memory, processes=limits.processes)
-        return ExecuteResult(job_id, runtime.language, runtime.version, compile_result, run_result)
+        # `language` as the client sent it: the original service answers so.
+        return ExecuteResult(job_id, request.language, runtime.version, compile_result, run_result)
 
     async def _stage(self, session, runtime: Runtime, argv: list[str], args: list[str],
                      stdin: str, workdir: str, ctx: dict[str, str], *, timeout: int,

@@ -12,11 +12,14 @@ class PestoError(Exception):
     code: str = "INTERNAL_ERROR"
 
     def __init__(self, message: str, *, details: object | None = None,
-                 retry_after: int | None = None) -> None:
+                 retry_after: int | None = None, hint: str | None = None) -> None:
         super().__init__(message)
+        # Clients of the original service switch on `message`: where API.md
+        # fixes its text, what would help a person goes in `hint`.
         self.message = message
         self.details = details
         self.retry_after = retry_after
+        self.hint = hint
 
 
 class InvalidRequest(PestoError):
@@ -47,6 +50,11 @@ class TokenMissing(PestoError):
 class TokenInvalid(PestoError):
     status_code = 401
     code = "TOKEN_INVALID"
+
+
+class TokenRevoked(PestoError):
+    status_code = 401
+    code = "TOKEN_REVOKED"
 
 
 class NotFound(PestoError):

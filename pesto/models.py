@@ -7,6 +7,7 @@ On the wire every field is camelCase; in Python it is snake_case.
 
 from __future__ import annotations
 
+import base64
 import enum
 import posixpath
 import re
@@ -30,11 +31,15 @@ class Status(str, enum.Enum):
     SKIPPED = "skipped"
 
 
+ENCODINGS = ("utf8", "base64", "hex")
+
+
 @attrs.frozen
 class SourceFile:
     name: str
     code: str
     entrypoint: bool = False
+    encoding: str = "utf8"     # how `code` is written: text, or bytes as base64 / hex
 
 
 @attrs.frozen
@@ -48,6 +53,7 @@ class ExecuteRequest:
     compile_timeout: int | None = None
     run_timeout: int | None = None
     memory_limit: int | None = None
+    compile_memory_limit: int | None = None   # the compile stage's own, else memory_limit's
 
 
 @attrs.frozen
@@ -65,6 +71,9 @@ class StageResult:
 
 
 SKIPPED = StageResult()
+# An interpreted language's compile stage: "skipped" with exitCode 0, as the
+# original service's published example and clients have it.
+NO_COMPILE = StageResult(exit_code=0)
 
 
 @attrs.frozen
@@ -153,6 +162,19 @@ def error_paths(exc: BaseException) -> list[str]:
     return [f"$: {exc}"]
 
 
+def _missing(payload: dict[str, Any]) -> list[tuple[str, str]]:
+    """Required fields that are absent or empty: (name, why) pairs."""
+    found = []
+    language = payload.get("language")
+    if language is None or (isinstance(language, str) and not language.strip()):
+        found.append(("language", "required, and must not be empty"))
+    if payload.get("code") is None and payload.get("files") is None:
+        found.append(("code", "give 'code' or 'files'"))
+    elif payload.get("files") == []:
+        found.append(("files", "must not be empty"))
+    return found
+
+
 def parse_request(payload: Any) -> ExecuteRequest:
     """Structure a decoded JSON body into an ExecuteRequest.
 
@@ -160,6 +182,10 @@ def parse_request(payload: Any) -> ExecuteRequest:
     """
     if not isinstance(payload, dict):
         raise InvalidRequest("the body must be a JSON object", details=["$: expected an object"])
+    # The original service's SDKs recognise this message by its first words.
+    missing = [f"$.{name}: {why}" for name, why in _missing(payload)]
+    if missing:
+        raise InvalidRequest("Missing parameters: " + "; ".join(missing), details=missing)
     try:
         return converter.structure(payload, ExecuteRequest)
     except Exception as exc:  # cattrs raises ExceptionGroups of many kinds
@@ -168,6 +194,18 @@ def parse_request(payload: Any) -> ExecuteRequest:
 
 
 _BAD_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def file_content(file: SourceFile) -> str | bytes:
+    """The bytes a file stands for (str for UTF-8 text). Raises ValueError."""
+    if file.encoding == "base64":
+        # Lenient like Piston's Buffer.from: padding may be left off.
+        return base64.b64decode(file.code + "=" * (-len(file.code) % 4))
+    if file.encoding == "hex":
+        return bytes.fromhex(file.code)
+    if file.encoding == "utf8":
+        return file.code
+    raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}")
 
 
 def check_file_name(name: str) -> str | None:

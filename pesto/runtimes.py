@@ -167,7 +167,8 @@ class Registry:
         found = self._by_name.get(key, ())
         if not found:
             raise RuntimeNotFound(
-                f"no installed language called {name!r}; GET /api/runtimes lists them")
+                "Runtime not found",
+                hint=f"no installed language called {name!r}; GET /api/runtimes lists them")
         version = (version or "latest").strip()
         if version.lower() not in ("latest", "", "*"):
             candidates = found
@@ -176,8 +177,8 @@ class Registry:
                                           or r.version.startswith(version + "-"))
             if not found:
                 raise RuntimeNotFound(
-                    f"{name!r} has no installed version {version!r}; installed: "
-                    + ", ".join(r.version for r in candidates))
+                    "Runtime not found", hint=f"{name!r} has no installed version {version!r}; "
+                    "installed: " + ", ".join(r.version for r in candidates))
         return found[0]
 
 

@@ -361,6 +361,17 @@ class Store:
             self._token_hashes[token.id] = token_hash
         return token
 
+    def token_revoked(self, token_hash: str) -> bool:
+        """Whether a revoked token has this hash (asked only after a failed lookup)."""
+        return self._conn.execute("SELECT 1 FROM tokens WHERE hash = ? AND revoked_at IS NOT NULL",
+                                  (token_hash,)).fetchone() is not None
+
+    def live_token_hash(self, name: str) -> str | None:
+        """The hash of the live token called `name` (config `piston_anonymous_token`)."""
+        row = self._conn.execute("SELECT hash FROM tokens WHERE name = ? AND revoked_at IS NULL",
+                                 (name,)).fetchone()
+        return row[0] if row else None
+
     def _count_execution(self, token_id: int, created_at: str) -> None:
         """Keep a cached token's month count equal to what the insert trigger wrote."""
         token_hash = self._token_hashes.get(token_id)

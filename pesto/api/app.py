@@ -16,6 +16,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 import pesto
 from pesto.api.auth import RateLimiter, hash_token
 from pesto.api.errors import handle_exception
+from pesto.api.piston import ROUTES as PISTON_ROUTES
 from pesto.api.routes import ROUTES, Services
 from pesto.config import Settings
 from pesto.scheduler import Scheduler
@@ -87,7 +88,7 @@ def create_app(settings: Settings) -> Litestar:
                 await engine.close()
 
     return Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, *PISTON_ROUTES],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         request_max_body_size=settings.max_body_bytes,
@@ -96,7 +97,11 @@ def create_app(settings: Settings) -> Litestar:
             description="Self-hosted remote code execution engine",
             components=Components(security_schemes={"token": SecurityScheme(
                 type="apiKey", name="X-Pesto-Token", security_scheme_in="header",
-                description="created with `pesto token create --name NAME`")})),
+                description="created with `pesto token create --name NAME`"),
+                # The Piston routes also take the token as Piston's public instance does.
+                "authorization": SecurityScheme(
+                    type="apiKey", name="Authorization", security_scheme_in="header",
+                    description="the same token, for /api/v2 (Piston) routes")})),
         debug=False,
         logging_config=None,   # logging is the CLI's business (pesto serve)
     )

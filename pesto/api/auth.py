@@ -18,7 +18,7 @@ from typing import Any
 
 from litestar import Request
 
-from pesto.errors import RateLimited, TokenInvalid, TokenMissing
+from pesto.errors import RateLimited, TokenInvalid, TokenMissing, TokenRevoked
 from pesto.store import Store, Token, utcnow
 
 HEADER = "x-pesto-token"
@@ -73,16 +73,22 @@ class RateLimiter:
 async def authenticate(store: Store, limiter: RateLimiter, header: str | None) -> Token:
     """The live token for an X-Pesto-Token value, rate limit counted.
 
-    Raises TokenMissing / TokenInvalid (401) or RateLimited (429).
+    Raises TokenMissing / TokenInvalid / TokenRevoked (401) or RateLimited (429).
+    The messages are the original service's, which its SDKs match exactly.
     """
     if not header:
-        raise TokenMissing("this route needs the X-Pesto-Token header; "
-                           "create a token with `pesto token create --name NAME`")
+        raise TokenMissing("Token must be supplied",
+                           hint="this route needs the X-Pesto-Token header; "
+                                "create a token with `pesto token create --name NAME`")
     value = header.strip()
     digest = _hashes.get(value) or hash_token(value)
     token = await store.token_by_hash(digest, utcnow()[:7])
     if token is None:
-        raise TokenInvalid("the X-Pesto-Token is unknown or revoked")
+        if store.token_revoked(digest):
+            raise TokenRevoked("Token has been revoked",
+                               hint="an operator revoked this token; ask for a new one")
+        raise TokenInvalid("Token not registered",
+                           hint="no token with this value exists on this server")
     if value not in _hashes:
         if len(_hashes) >= _HASHES_MAX:
             _hashes.clear()

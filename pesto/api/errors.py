@@ -1,7 +1,7 @@
 """The one place where an exception becomes an HTTP error body.
 
 Every error leaves the server as `{"code", "message"}` (plus `details` for
-validation errors) with the status of API.md and, for 429/503, a
+validation errors and `hint` where one helps) with the status of API.md and, for 429/503, a
 `Retry-After` header. Nothing else — never a stack trace, never an empty body.
 """
 
@@ -50,6 +50,8 @@ def error_response(exc: PestoError, headers: dict[str, str] | None = None) -> Re
     body: dict[str, Any] = {"code": exc.code, "message": exc.message}
     if exc.details is not None:
         body["details"] = exc.details
+    if exc.hint is not None:
+        body["hint"] = exc.hint
     headers = dict(headers or {})
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)

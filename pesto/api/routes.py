@@ -89,15 +89,24 @@ async def _submit(request: Request[Any, Any, Any], *, waiter_records: bool = Fal
     token = await caller(request)
     services = _services(request)
     execute_request, body = await _read_job_request(request, services)
+    return services, await submit_job(services, token, execute_request, body,
+                                      waiter_records=waiter_records)
+
+
+async def submit_job(services: Services, token: Token, execute_request: ExecuteRequest,
+                     body: str, *, waiter_records: bool = False):
+    """Count a validated request against the token's month and hand it to the scheduler.
+
+    Raises QuotaExceeded (429) and whatever `Scheduler.submit` raises.
+    """
     if token.monthly_limit is not None and token.month_executions >= token.monthly_limit:
         now = dt.datetime.now(dt.timezone.utc)
         raise QuotaExceeded(
-            f"this token may run {token.monthly_limit} executions per calendar month (UTC)",
-            retry_after=_seconds_to_next_month(now))
+            "Monthly limit exceeded", retry_after=_seconds_to_next_month(now),
+            hint=f"this token may run {token.monthly_limit} executions per calendar month (UTC)")
     job_id = uuid.uuid4().hex
-    entry = await services.scheduler.submit(job_id, execute_request, body, token,
-                                            waiter_records=waiter_records)
-    return services, entry
+    return await services.scheduler.submit(job_id, execute_request, body, token,
+                                           waiter_records=waiter_records)
 
 
 @post("/api/execute", status_code=200, summary="Run a program and wait",

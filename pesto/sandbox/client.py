@@ -8,6 +8,7 @@ runs one job at a time; taking a slot is taking a concurrency slot.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -88,10 +89,13 @@ class Session:
             raise SandboxError(f"sandbox failure: {reply.get('error', 'cleanup failed')}")
         return reply
 
-    async def prepare(self, files: list[tuple[str, str]]) -> str:
+    async def prepare(self, files: list[tuple[str, str | bytes]]) -> str:
         """The job's work dir. Where the slot has announced the uid it readied,
-        the files go with the first stage (one round trip less per job)."""
-        encoded = [{"name": n, "content": c} for n, c in files]
+        the files go with the first stage (one round trip less per job).
+        Text content is written as UTF-8, bytes as they are."""
+        # JSON carries no bytes: binary content travels as base64.
+        encoded = [{"name": n, "content": c} if isinstance(c, str)
+                   else {"name": n, "base64": base64.b64encode(c).decode()} for n, c in files]
         if self.slot.next_uid >= 0:
             self.uid, self.slot.next_uid = self.slot.next_uid, -1
             self.files = encoded

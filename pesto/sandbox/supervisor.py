@@ -11,6 +11,7 @@ process exits. A job's uid lock is released only after its cleanup.
 
 from __future__ import annotations
 
+import base64
 import errno
 import os
 import resource
@@ -462,7 +463,9 @@ class Supervisor:
         dfd = os.open(str(uid), os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=self.work_fd)
         try:
             for f in msg["files"]:
-                self._write_file(dfd, f["name"], f["content"].encode(), uid)
+                data = (base64.b64decode(f["base64"]) if "base64" in f
+                        else f["content"].encode())
+                self._write_file(dfd, f["name"], data, uid)
         finally:
             os.close(dfd)
         return {"ok": True, "uid": uid, "workdir": self.workdir}

@@ -1,0 +1,386 @@
+"""Piston's v2 API (github.com/engineer-man/piston) on Pesto's own job path.
+
+`POST /api/v2/execute` takes Piston's body, translates it into an
+`ExecuteRequest` and runs it exactly like `POST /api/execute` (the same
+token limits, scheduler, sandbox, and a stored job fetchable by the id in
+the `X-Pesto-Job` header); the result is translated back into Piston's
+answer. `GET /api/v2/runtimes` lists the runtimes the Piston way.
+
+What follows Piston's own code (api/src/api/v2.js, job.js): its validation
+messages, status codes and `{"message"}` error bodies (its Python client
+treats a one-key `{"message"}` body as the error), the semver version
+selector, a missing trailing newline added to stdin, a failed compile
+answered as `run` too, unnamed files, and the rule that a request may
+only lower a limit. Where Pesto differs, docs/api.md says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+import nodesemver
+from litestar import Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
+from litestar.exceptions import HTTPException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+
+from pesto.api.auth import authenticate
+from pesto.api.errors import to_pesto_error
+from pesto.api.routes import Services, submit_job
+from pesto.errors import (InvalidRequest, PestoError, RequestTooLarge, RuntimeNotFound,
+                          TokenInvalid, TokenMissing, UnsupportedMediaType)
+from pesto.models import ExecuteRequest, SourceFile, converter
+from pesto.runtimes import Registry, Runtime
+from pesto.store import JobStatus, Token, utcnow
+
+log = logging.getLogger("pesto.api")
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+# Piston's status of a stage, by Pesto's (null: it exited 0).
+_STATUS = {"ok": None, "error": "RE", "signal": "SG", "timeout": "TO", "memory": "SG"}
+LIMITS = ("memory_limit", "timeout", "cpu_time")
+
+
+class PistonError(PestoError):
+    """A request Piston itself refuses with 400 and this message."""
+    status_code = 400
+    code = "INVALID_REQUEST"
+
+
+def _error(exc: PestoError) -> Response[bytes]:
+    """Piston's error body: `{"message"}` alone, with the status of Pesto's error."""
+    message = exc.message if exc.hint is None else f"{exc.message} ({exc.hint})"
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return Response(_encode({"message": message}), status_code=exc.status_code,
+                    media_type="application/json", headers=headers)
+
+
+# --- who is asking ---------------------------------------------------------------
+
+async def _caller(request: Request[Any, Any, Any], services: Services) -> Token:
+    """The token of X-Pesto-Token or Authorization, else the operator's anonymous token.
+
+    Raises TokenMissing / TokenInvalid / TokenRevoked (401) or RateLimited (429).
+    """
+    headers = request.headers
+    value = headers.get("x-pesto-token") or headers.get("authorization")
+    if value:
+        if value[:7].lower() == "bearer ":
+            value = value[7:]
+        return await authenticate(services.store, services.limiter, value)
+    name = services.settings.piston_anonymous_token
+    if not name:
+        raise TokenMissing("Token must be supplied", hint="send the token in the X-Pesto-Token "
+                           "or Authorization header; anonymous Piston requests are off")
+    # Anonymous traffic is one token's traffic: its rate, monthly and
+    # concurrency limits hold for all of it together.
+    store = services.store
+    digest = store.live_token_hash(name)
+    token = await store.token_by_hash(digest, utcnow()[:7]) if digest else None
+    if token is None:
+        log.warning("piston_anonymous_token names %r, which is not a live token", name)
+        raise TokenInvalid("Token not registered", hint="the server's anonymous token is missing; "
+                           "send a token in the X-Pesto-Token or Authorization header")
+    services.limiter.hit(token)
+    return token
+
+
+# --- the request -----------------------------------------------------------------
+
+async def _read_body(request: Request[Any, Any, Any], services: Services) -> Any:
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    # Piston wants application/json; its own npm client (piston-client) sends
+    # JSON as text/plain, and others send no type at all: both are read as JSON.
+    if media not in ("", "text/plain", "application/json") and not (
+            media.startswith("application/") and media.endswith("+json")):
+        raise UnsupportedMediaType("requests must be of type application/json")
+    limit = services.settings.max_body_bytes
+    body = await request.body()
+    if len(body) > limit:
+        raise RequestTooLarge(f"the body is larger than {limit} bytes")
+    try:
+        return _decode(body)
+    except RecursionError:
+        raise PistonError("malformed JSON: nested too deeply") from None
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
+        raise PistonError(f"malformed JSON: {exc}") from None
+
+
+def find_runtime(registry: Registry, language: str, selector: str) -> Runtime | None:
+    """The newest installed runtime called `language` whose version satisfies the npm-style
+    semver range `selector` (`3.11.2`, `3.x`, `^3.10`, `*`), as Piston picks one."""
+    key = language.strip().lower()
+    selector = "*" if selector.strip().lower() == "latest" else selector
+    best: Runtime | None = None
+    for runtime in registry.installed:
+        if key not in runtime.names:
+            continue
+        try:
+            ok = nodesemver.satisfies(runtime.version, selector, loose=True)
+        except (ValueError, TypeError):      # a version or a range semver cannot read
+            ok = False
+        if ok and (best is None or nodesemver.gt(runtime.version, best.version, loose=True)):
+            best = runtime
+    return best
+
+
+def _limit(payload: dict[str, Any], name: str, cap: int, floor: int) -> int | None:
+    """A client's lower limit, checked as Piston checks it; None keeps the default.
+
+    Piston skips falsy values; -1 is Piston's "no limit" and here means the default.
+    """
+    value = payload.get(name)
+    if not value or value == -1:
+        return None
+    if type(value) not in (int, float):
+        raise PistonError(f"If specified, {name} must be a number")
+    if value > cap:
+        raise PistonError(f"{name} cannot exceed the configured limit of {cap}")
+    if value < 0:
+        raise PistonError(f"{name} must be non-negative")
+    if value < floor:
+        raise PistonError(f"{name} must be at least {floor}")
+    return int(value)
+
+
+def translate(payload: Any, services: Services) -> tuple[ExecuteRequest, Runtime]:
+    """Piston's execute body as an ExecuteRequest (exact version) and its runtime.
+
+    Raises PistonError / RuntimeNotFound (400) with Piston's messages.
+    """
+    if not isinstance(payload, dict):
+        raise PistonError("the body must be a JSON object")
+    language, version, files = (payload.get(k) for k in ("language", "version", "files"))
+    if not language or not isinstance(language, str):
+        raise PistonError("language is required as a string")
+    if not version or not isinstance(version, str):
+        raise PistonError("version is required as a string")
+    if not isinstance(files, list):
+        raise PistonError("files is required as an array")
+    for i, file in enumerate(files):
+        if not isinstance(file, dict) or not isinstance(file.get("content"), str):
+            raise PistonError(f"files[{i}].content is required as a string")
+        if file.get("name") is not None and not isinstance(file["name"], str):
+            raise PistonError(f"files[{i}].name must be a string")
+    runtime = find_runtime(services.engine.registry, language, version)
+    if runtime is None:
+        raise RuntimeNotFound(f"{language}-{version} runtime is unknown")
+    if not any(not f.get("encoding") or f.get("encoding") == "utf8" for f in files):
+        raise PistonError("files must include at least one utf8 encoded file")
+
+    s = services.settings
+    caps = {"timeout": s.timeout_max, "cpu_time": s.timeout_max, "memory_limit": s.memory_max}
+    floors = {"timeout": 1, "cpu_time": 1, "memory_limit": s.memory_min}
+    asked = {f"{stage}_{kind}": _limit(payload, f"{stage}_{kind}", caps[kind], floors[kind])
+             for kind in LIMITS for stage in ("compile", "run")}
+
+    stdin, args = payload.get("stdin"), payload.get("args")
+    stdin = "" if stdin is None else stdin
+    args = [] if args is None else args
+    if not isinstance(stdin, str):
+        raise PistonError("stdin must be a string")
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise PistonError("args must be an array of strings")
+    if not stdin.endswith("\n"):
+        stdin += "\n"                      # as Piston does
+
+    # Piston runs the first UTF-8 file; an unknown encoding is UTF-8. An
+    # unnamed entry file gets the language's own file name (gcc, javac and
+    # friends go by the extension); other unnamed files Piston's `file<i>.code`.
+    encodings = [f.get("encoding") if f.get("encoding") in ("base64", "hex") else "utf8"
+                 for f in files]
+    entry = encodings.index("utf8")
+    sources = [SourceFile(name=f.get("name") or (runtime.file_name if i == entry
+                                                  else f"file{i}.code"),
+                          code=f["content"], entrypoint=i == entry, encoding=encodings[i])
+               for i, f in enumerate(files)]
+
+    limits = runtime.spec.limits
+    # Pesto has one clock per stage (wall time, with CPU time as a backstop):
+    # a CPU-time limit below the stage's timeout lowers that timeout.
+    timeouts = {}
+    for stage, default in (("compile", limits.compile_timeout or s.compile_timeout_default),
+                           ("run", limits.run_timeout or s.run_timeout_default)):
+        wall, cpu = asked[f"{stage}_timeout"], asked[f"{stage}_cpu_time"]
+        timeouts[stage] = None if wall is None and cpu is None else min(
+            x for x in (wall or default, cpu) if x is not None)
+    run_memory, compile_memory = asked["run_memory_limit"], asked["compile_memory_limit"]
+    if run_memory is not None and compile_memory is None and runtime.compiled:
+        # Lowering the run's memory leaves the compile stage its own default.
+        compile_memory = max(s.memory_default, limits.compile_memory or 0)
+    request = ExecuteRequest(
+        language=language, version=runtime.version, files=sources, stdin=stdin, args=args,
+        compile_timeout=timeouts["compile"], run_timeout=timeouts["run"],
+        memory_limit=run_memory, compile_memory_limit=compile_memory)
+    return request, runtime
+
+
+def stored_body(request: ExecuteRequest) -> str:
+    """The request as a native `/api/execute` body: what the job store keeps and a
+    restart reads back (`Scheduler.recover`)."""
+    wire = converter.unstructure(request)
+    wire["files"] = [{k: v for k, v in f.items() if not (k == "encoding" and v == "utf8")}
+                     for f in wire["files"]]
+    return _encode({k: v for k, v in wire.items() if v is not None}).decode()
+
+
+# --- the answer ------------------------------------------------------------------
+
+def stage(result: dict[str, Any], output_limit: int) -> dict[str, Any]:
+    """One stage of Pesto's result (wire JSON) in Piston's words."""
+    status = result["status"]
+    code: int | None = result["exitCode"]
+    signal = result["signal"]
+    message = None
+    piston_status = _STATUS.get(status)
+    if status == "error":
+        message = f"Exited with error status {code}"
+    elif status == "signal":
+        code, message = None, f"Caught fatal signal {result['exitCode'] - 128}"
+    elif status == "timeout":
+        code, signal, message = None, "SIGKILL", "Time limit exceeded"
+    elif status == "memory":
+        code, signal, message = None, "SIGKILL", "Memory limit exceeded"
+    elif status == "output":
+        err = len(result["stderr"].encode()) >= output_limit > len(result["stdout"].encode())
+        piston_status = "EL" if err else "OL"
+        code, signal = None, "SIGKILL"
+        message = "stderr length exceeded" if err else "stdout length exceeded"
+    return {"stdout": result["stdout"], "stderr": result["stderr"], "code": code,
+            "signal": signal, "output": result["output"], "memory": result["memory"],
+            "message": message, "status": piston_status, "cpu_time": result["cpuTime"],
+            "wall_time": result["wallTime"]}
+
+
+def answer(result: bytes, runtime: Runtime, output_limit: int) -> dict[str, Any]:
+    native = _decode(result)
+    body: dict[str, Any] = {}
+    if runtime.compiled:
+        body["compile"] = stage(native["compile"], output_limit)
+    if native["runtime"]["status"] == "skipped" and "compile" in body:
+        # Piston answers a failed compile as the run as well ("backward compatibility").
+        body["run"] = body["compile"]
+    else:
+        body["run"] = stage(native["runtime"], output_limit)
+    return {**body, "language": runtime.language.lower(), "version": runtime.version}
+
+
+# --- the OpenAPI document ----------------------------------------------------------
+
+class PistonStage(msgspec.Struct):
+    stdout: str
+    stderr: str
+    code: int | None
+    signal: str | None
+    output: str
+    memory: int
+    message: str | None
+    status: Literal["RE", "SG", "TO", "OL", "EL", "XX"] | None
+    cpu_time: int
+    wall_time: int
+
+
+class PistonResult(msgspec.Struct, omit_defaults=True):
+    run: PistonStage
+    language: str
+    version: str
+    compile: PistonStage | None = None
+
+
+class PistonRuntime(msgspec.Struct):
+    language: str
+    version: str
+    aliases: list[str]
+
+
+class PistonMessage(msgspec.Struct):
+    message: str
+
+
+def _s(kind: OpenAPIType, description: str, **kw: Any) -> Schema:
+    return Schema(type=kind, description=description, **kw)
+
+
+_LIMIT = "lower than the server's maximum; 0 or -1 keep the default"
+PISTON_REQUEST = Schema(
+    type=OpenAPIType.OBJECT, required=["language", "version", "files"],
+    description="Piston's v2 execute body.",
+    properties={
+        "language": _s(OpenAPIType.STRING, "name or alias, case-insensitive"),
+        "version": _s(OpenAPIType.STRING, "semver range: '3.11.2', '3.x', '^3.10', '*'"),
+        "files": Schema(type=OpenAPIType.ARRAY, items=Schema(
+            type=OpenAPIType.OBJECT, required=["content"], properties={
+                "name": _s(OpenAPIType.STRING, "relative path; default: the language's file "
+                           "name for the first UTF-8 file, file<i>.code for others"),
+                "content": _s(OpenAPIType.STRING, "the file, in `encoding`"),
+                "encoding": _s(OpenAPIType.STRING, "utf8 (default), base64 or hex"),
+            }), description="the first UTF-8 file is run"),
+        "stdin": _s(OpenAPIType.STRING, "standard input; a final newline is added if missing"),
+        "args": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING)),
+        **{f"{stage}_{kind}": _s(OpenAPIType.INTEGER, f"{unit}; {_LIMIT}")
+           for kind, unit in (("timeout", "ms"), ("cpu_time", "ms"), ("memory_limit", "bytes"))
+           for stage in ("compile", "run")},
+    })
+
+
+@dataclass
+class PistonOperation(Operation):
+    """The handler reads the raw body itself; its schema is declared here."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True, content={"application/json": OpenAPIMediaType(schema=PISTON_REQUEST)})
+
+
+# --- routes ----------------------------------------------------------------------
+
+def _services(request: Request[Any, Any, Any]) -> Services:
+    return request.app.state.pesto
+
+
+@post("/api/v2/execute", status_code=200, summary="Piston v2: run a program and wait",
+      description="Piston's execute body and answer (docs/api.md, \"Piston\"). The token goes "
+                  "in X-Pesto-Token or Authorization; without either, the operator's anonymous "
+                  "token (if configured) is used. Errors are `{\"message\"}`.",
+      operation_class=PistonOperation, security=[{"token": []}, {"authorization": []}],
+      responses={200: ResponseSpec(PistonResult, generate_examples=False,
+                                   description="both stages; `compile` only for compiled languages"),
+                 **{status: ResponseSpec(PistonMessage, generate_examples=False,
+                                         description="error: {message}")
+                    for status in (400, 401, 409, 413, 415, 429, 500, 503)}})
+async def v2_execute(request: Request[Any, Any, Any]) -> Response[bytes]:
+    services = _services(request)
+    try:
+        token = await _caller(request, services)
+        execute_request, runtime = translate(await _read_body(request, services), services)
+        services.engine.validate(execute_request)      # file names, counts, ranges
+        entry = await submit_job(services, token, execute_request, stored_body(execute_request),
+                                 waiter_records=True)
+    except (PestoError, HTTPException) as exc:
+        return _error(to_pesto_error(exc))
+    outcome = await services.scheduler.wait(entry)
+    if outcome.status is JobStatus.COMPLETED and outcome.result is not None:
+        body = answer(outcome.result, runtime, services.settings.output_limit)
+        return Response(_encode(body), media_type="application/json",
+                        headers={"X-Pesto-Job": entry.job_id},
+                        background=BackgroundTask(services.scheduler.record, entry.job_id))
+    return _error(outcome.error or PestoError("the job ended without a result"))
+
+
+@get("/api/v2/runtimes", summary="Piston v2: installed languages",
+     responses={200: ResponseSpec(list[PistonRuntime], generate_examples=False,
+                                  description="installed runtimes, names in lower case")})
+async def v2_runtimes(request: Request[Any, Any, Any]) -> Response[bytes]:
+    # Piston's names are lower case; its clients match them as sent.
+    return Response(_encode([
+        {"language": r.language.lower(), "version": r.version, "aliases": list(r.spec.aliases)}
+        for r in _services(request).engine.registry.installed]), media_type="application/json")
+
+
+ROUTES = [v2_execute, v2_runtimes]
