@@ -79,7 +79,7 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     assert isinstance(body, dict)
     assert body["code"] == code, body
     assert isinstance(body["message"], str) and body["message"]
-    assert set(body) <= {"code", "message", "details"}
+    assert set(body) <= {"code", "message", "details", "hint"}
     assert "Traceback" not in response.text and 'File "' not in response.text
     if status in (429, 503):
         assert int(response.headers["retry-after"]) >= 1

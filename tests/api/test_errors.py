@@ -74,7 +74,8 @@ def test_revocation_takes_effect_without_restart(api: Api) -> None:
     secret = add_token(api.data_dir, "short-lived")
     assert api.post("/api/execute", HELLO, token=secret).status_code == 200
     assert revoke(api.data_dir, "short-lived")
-    assert_error(api.post("/api/execute", HELLO, token=secret), 401, "TOKEN_INVALID")
+    body = assert_error(api.post("/api/execute", HELLO, token=secret), 401, "TOKEN_REVOKED")
+    assert body["message"] == "Token has been revoked"
     assert api.post("/api/execute", HELLO).status_code == 200     # others unaffected
 
 

@@ -116,7 +116,7 @@ def test_token_cli(tmp_path: Path) -> None:
     with running_app(tmp_path / "data", secret) as api:
         assert api.post("/api/execute", HELLO).status_code == 200
         assert pesto_cli("token", "revoke", "ci", "--data-dir", data).returncode == 0
-        assert_error(api.post("/api/execute", HELLO), 401, "TOKEN_INVALID")
+        assert_error(api.post("/api/execute", HELLO), 401, "TOKEN_REVOKED")
     assert pesto_cli("token", "revoke", "ci", "--data-dir", data, check=False).returncode == 1
     bad = pesto_cli("token", "create", "--name", "x", "--rate-limit", "0", "--data-dir", data,
                     check=False)
