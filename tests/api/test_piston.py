@@ -240,3 +240,13 @@ def test_openapi_shows_piston_routes(api: Api) -> None:
     assert "/api/v2/runtimes" in doc["paths"]
     assert "authorization" in doc["components"]["securitySchemes"]
     assert "cpu_time" in doc["components"]["schemas"]["PistonStage"]["properties"]
+
+
+def test_anonymous_token_setting_sources(tmp_path: Path) -> None:
+    from pesto.config import load_settings
+    assert load_settings(env={}).piston_anonymous_token is None          # off by default
+    assert load_settings(env={"PESTO_PISTON_ANONYMOUS_TOKEN": "public"}) \
+        .piston_anonymous_token == "public"
+    config = tmp_path / "pesto.toml"
+    config.write_text('piston_anonymous_token = "from-file"\n')
+    assert load_settings(env={}, config_file=config).piston_anonymous_token == "from-file"

@@ -1,0 +1,2 @@
+import { client, report } from "./lib.mjs";
+await report(() => client().listRuntimes());
