@@ -46,6 +46,7 @@ class ErrorBody(msgspec.Struct):
     code: str
     message: str
     details: list[str] | None = None
+    hint: str | None = None
 
 
 class JobError(msgspec.Struct):
@@ -90,6 +91,8 @@ _FILE = Schema(type=OpenAPIType.OBJECT, required=["name", "code"], properties={
     "name": _s(OpenAPIType.STRING, "plain relative path: no '..', no absolute path, no NUL"),
     "code": _s(OpenAPIType.STRING, "file content"),
     "entrypoint": _s(OpenAPIType.BOOLEAN, "run this file (default: the first)"),
+    "encoding": Schema(type=OpenAPIType.STRING, enum=["utf8", "base64", "hex"],
+                       description="how `code` is written (default utf8; base64/hex for bytes)"),
 })
 
 EXECUTE_REQUEST = Schema(
@@ -105,6 +108,9 @@ EXECUTE_REQUEST = Schema(
         "compileTimeout": _s(OpenAPIType.INTEGER, "ms, 1..30000, default 5000"),
         "runTimeout": _s(OpenAPIType.INTEGER, "ms, 1..30000, default 5000"),
         "memoryLimit": _s(OpenAPIType.INTEGER, "bytes, 1 MiB..512 MiB, default 128 MiB"),
+        "compileMemoryLimit": _s(OpenAPIType.INTEGER,
+                                 "bytes, the compile stage's own; default: memoryLimit or "
+                                 "the language's compile default"),
     })
 
 
@@ -120,7 +126,7 @@ class ExecuteOperation(Operation):
 
 def errors(*statuses: int) -> dict[int, ResponseSpec]:
     return {status: ResponseSpec(ErrorBody, generate_examples=False,
-                                 description="error: {code, message[, details]}")
+                                 description="error: {code, message[, details][, hint]}")
             for status in statuses}
 
 
