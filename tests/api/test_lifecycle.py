@@ -207,7 +207,7 @@ def test_sigterm_lets_running_jobs_finish_and_keeps_queued_ones(tmp_path: Path) 
     finally:
         server.stop()
     # One INFO line per job, never the token nor the program's output.
-    assert f"job {queued} token=graceful language=Python" in log
+    assert f"job {queued} token=graceful language=python" in log     # as the client sent it
     assert secret not in log and "finished\n" not in log.replace(f"job {running}", "")
 
 
