@@ -31,7 +31,7 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Requ
 from pesto.api.auth import authenticate
 from pesto.api.errors import to_pesto_error
 from pesto.api.routes import Services, submit_job
-from pesto.errors import (InvalidRequest, PestoError, RequestTooLarge, RuntimeNotFound,
+from pesto.errors import (PestoError, RequestTooLarge, RuntimeNotFound,
                           TokenInvalid, TokenMissing, UnsupportedMediaType)
 from pesto.models import ExecuteRequest, SourceFile, converter
 from pesto.runtimes import Registry, Runtime
@@ -281,7 +281,8 @@ class PistonStage(msgspec.Struct):
     output: str
     memory: int
     message: str | None
-    status: Literal["RE", "SG", "TO", "OL", "EL", "XX"] | None
+    # Piston's XX (its sandbox failed) is never sent: that is a 500 here.
+    status: Literal["RE", "SG", "TO", "OL", "EL"] | None
     cpu_time: int
     wall_time: int
 

@@ -177,6 +177,8 @@ def test_content_types(api: Api) -> None:
     assert message(form, 415) == "requests must be of type application/json"
     broken = api.client.post("/api/v2/execute", content=b"{", headers={"Authorization": api.secret})
     assert message(broken, 400).startswith("malformed JSON")
+    huge = run(api, py("#" * (1024 * 1024 + 1)))
+    assert message(huge, 413)
 
 
 def test_auth_headers(api: Api) -> None:
