@@ -70,7 +70,7 @@ def test_monthly_limit(compat: Compat) -> None:
                    "message": "Monthly limit exceeded"}
 
 
-@pytest.mark.parametrize("language, version", [("Cobol", "latest"), ("Python", "2.7")])
+@pytest.mark.parametrize("language, version", [("SomeUnknownLanguage", "100"), ("Python", "2.7")])
 def test_runtime_not_found(compat: Compat, language: str, version: str) -> None:
     out = compat.node("sdk_runtime_not_found.mjs", language, version)
     assert out["ok"] is False and out["error"] == "RuntimeNotFoundError", out
