@@ -14,8 +14,8 @@ from typing import Any
 
 from pesto.config import Settings
 from pesto.errors import ConfigError, InvalidRequest
-from pesto.models import (ENCODINGS, NO_COMPILE, SKIPPED, ExecuteRequest, ExecuteResult, StageResult,
-                          Status, check_file_name, converter, file_content)
+from pesto.models import (ENCODINGS, NO_COMPILE, SKIPPED, ExecuteRequest, ExecuteResult,
+                          StageResult, Status, check_file_name, converter, file_content)
 from pesto.runtimes import Registry, Runtime, load_registry
 from pesto.sandbox.client import Sandbox
 from pesto.sandbox.cpus import slot_cpus

@@ -196,11 +196,17 @@ def parse_request(payload: Any) -> ExecuteRequest:
 _BAD_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
+_NOT_BASE64 = re.compile(r"[\s=]")
+_URLSAFE = str.maketrans("-_", "+/")
+
+
 def file_content(file: SourceFile) -> str | bytes:
     """The bytes a file stands for (str for UTF-8 text). Raises ValueError."""
     if file.encoding == "base64":
-        # Lenient like Piston's Buffer.from: padding may be left off.
-        return base64.b64decode(file.code + "=" * (-len(file.code) % 4))
+        # Lenient like Piston's Buffer.from: whitespace and line breaks are
+        # skipped, the URL-safe alphabet is taken, padding may be left off.
+        clean = _NOT_BASE64.sub("", file.code).translate(_URLSAFE)
+        return base64.b64decode(clean + "=" * (-len(clean) % 4), validate=True)
     if file.encoding == "hex":
         return bytes.fromhex(file.code)
     if file.encoding == "utf8":

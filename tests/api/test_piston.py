@@ -137,6 +137,9 @@ def test_bad_file_name_is_refused(api: Api) -> None:
     text = message(run(api, {"language": "python", "version": "*",
                              "files": [{"name": "../x.py", "content": "print(1)"}]}), 400)
     assert "files[0].name" in text
+    text = message(run(api, {"language": "python", "version": "*", "files": [
+        {"content": "print(1)"}, {"name": "b.bin", "content": "@@", "encoding": "base64"}]}), 400)
+    assert "files[1].code: not valid base64" in text
 
 
 def test_limits_are_applied(api: Api) -> None:
