@@ -74,6 +74,7 @@ def compat(node_modules: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     tokens = {
         "sdk": add_token(data, "sdk"),
         "monthly": add_token(data, "monthly", monthly_limit=1),
+        "rate": add_token(data, "rate", rate_limit=1),
         "revoked": add_token(data, "revoked"),
         "piston-public": add_token(data, "piston-public"),
     }

@@ -70,6 +70,11 @@ def test_monthly_limit(compat: Compat) -> None:
                    "message": "Monthly limit exceeded"}
 
 
+def test_rate_limited(compat: Compat) -> None:
+    out = compat.node("sdk_rate_limited.mjs", PESTO_RATE_TOKEN=compat.tokens["rate"])
+    assert out == {"ok": False, "error": "ServerRateLimitedError", "message": "Server rate limited"}
+
+
 @pytest.mark.parametrize("language, version", [("SomeUnknownLanguage", "100"), ("Python", "2.7")])
 def test_runtime_not_found(compat: Compat, language: str, version: str) -> None:
     out = compat.node("sdk_runtime_not_found.mjs", language, version)
