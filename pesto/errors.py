@@ -14,7 +14,7 @@ class PestoError(Exception):
     def __init__(self, message: str, *, details: object | None = None,
                  retry_after: int | None = None, hint: str | None = None) -> None:
         super().__init__(message)
-        # Clients of the original service switch on `message`: where API.md
+        # Clients of the original service switch on `message`: where docs/api.md
         # fixes its text, what would help a person goes in `hint`.
         self.message = message
         self.details = details
