@@ -11,11 +11,19 @@ import contextlib
 import json
 import sqlite3
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from pesto.models import parse_request
 from tests.api.conftest import Api, add_token, running_app
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """One app for the module: the checks here do not change its state for each other."""
+    with running_app(tmp_path_factory.mktemp("piston") / "data") as running:
+        yield running
+
 
 STAGE = {"stdout", "stderr", "code", "signal", "output", "memory", "message", "status",
          "cpu_time", "wall_time"}
