@@ -6,15 +6,27 @@
 #   ./install.sh --languages all         # every language under languages/
 #   ./install.sh --languages python,java
 #   ./install.sh --languages none        # Pesto only
+#   ./install.sh --no-link               # leave /usr/local/bin/pesto as it is
+#                                        # (also PESTO_NO_LINK=1; tests use it)
+#
+# Any clone path works (root's 0700 home, spaces, symlinks): runs never read
+# the checkout. What they run is installed world-readable under /usr and
+# /opt/pesto/runtimes; the exec helper is built here but started as root.
 set -uo pipefail
+# What this script creates (/opt/pesto/runtimes/<id>, the helper) must be
+# readable by the run uids whatever root's umask is (077 on hardened hosts).
+umask 022
 
 here=$(cd "$(dirname "$0")" && pwd)
 languages="python,c"
+link=1
+[ "${PESTO_NO_LINK:-0}" = 1 ] && link=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --languages) languages="$2"; shift 2 ;;
     --languages=*) languages="${1#*=}"; shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    --no-link) link=0; shift ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -46,7 +58,9 @@ if [ ! -x "$here/.venv/bin/python" ]; then
   /usr/bin/python3 -m venv "$here/.venv"
 fi
 "$here/.venv/bin/pip" install -q --disable-pip-version-check -e "$here[test]"
-ln -sf "$here/.venv/bin/pesto" /usr/local/bin/pesto
+if [ "$link" = 1 ]; then
+  ln -sf "$here/.venv/bin/pesto" /usr/local/bin/pesto
+fi
 # Build the exec helper now (it is named by a hash of its source). The
 # image's first, dependencies-only step has no pesto/ yet.
 if [ -f "$here/pesto/sandbox/pesto-exec.c" ]; then

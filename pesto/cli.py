@@ -85,12 +85,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         return 1
     report = ctx.report()
     missing = [name for name in settings.require if not report[name]["enabled"]]
+    paths = doctor_paths(settings, ctx)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps({**report, "paths": paths}, indent=2))
     else:
         for name, layer in report.items():
             state = "on " if layer["enabled"] else ("off" if layer["available"] else "n/a")
             print(f"{name:<11} {state}  {layer['reason']}")
+        print(f"{'paths':<11} {'ok ' if paths['ok'] else 'BAD'}  "
+              + ("; ".join(paths["problems"]) if paths["problems"] else paths["reason"]))
         safe = {k: v for k, v in (("data_dir", settings.data_dir),
                                   ("sandbox_dir", settings.sandbox_dir),
                                   ("languages_dir", settings.languages_dir),
@@ -100,7 +103,24 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print("config:", ", ".join(f"{k}={v}" for k, v in safe.items()))
         if missing:
             print(f"required layers missing: {', '.join(missing)}", file=sys.stderr)
-    return 1 if missing else 0
+        if not paths["ok"]:
+            print("runs cannot work on this host as laid out (see paths above); "
+                  "`pesto serve` refuses to start", file=sys.stderr)
+    return 1 if missing or not paths["ok"] else 0
+
+
+def doctor_paths(settings, ctx) -> dict:
+    """The start-up path check (pesto/sandbox/reach.py), as doctor shows it."""
+    from pesto.runtimes import load_registry
+    from pesto.sandbox import reach
+
+    registry = load_registry(settings.languages_dir)
+    need, deny = reach.layout(sandbox_dir=str(settings.sandbox_dir),
+                              data_dir=str(settings.data_dir), runtimes=registry.installed)
+    problems = reach.check(need, deny, private_tmp=ctx.namespaces)
+    return {"ok": not problems, "problems": problems,
+            "reason": f"a run's uid reaches the work root and the files of "
+                      f"{len(registry.installed)} installed language(s), not the data dir"}
 
 
 def build_parser() -> argparse.ArgumentParser:

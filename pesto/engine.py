@@ -17,6 +17,7 @@ from pesto.errors import ConfigError, InvalidRequest
 from pesto.models import (ENCODINGS, NO_COMPILE, SKIPPED, ExecuteRequest, ExecuteResult,
                           StageResult, Status, check_file_name, converter, file_content)
 from pesto.runtimes import Registry, Runtime, load_registry
+from pesto.sandbox import reach
 from pesto.sandbox.client import Sandbox
 from pesto.sandbox.cpus import slot_cpus
 
@@ -35,10 +36,13 @@ class Engine:
     async def start(cls, settings: Settings) -> "Engine":
         """Load the languages, probe the host, start the spawner."""
         registry = load_registry(settings.languages_dir)
+        need, deny = reach.layout(sandbox_dir=str(settings.sandbox_dir),
+                                  data_dir=str(settings.data_dir), runtimes=registry.installed)
         sandbox = await Sandbox.start(uid_base=settings.uid_base, uid_count=settings.uid_count,
                                       sandbox_dir=str(settings.sandbox_dir),
                                       slots=settings.workers, disk_limit=settings.disk_limit,
-                                      disable=settings.disable, pin_cpus=settings.pin_cpus)
+                                      disable=settings.disable, pin_cpus=settings.pin_cpus,
+                                      need=need, deny=deny)
         missing = [f"{name} ({sandbox.layers[name]['reason']})" for name in settings.require
                    if not sandbox.layers.get(name, {}).get("enabled")]
         if missing:
@@ -141,7 +145,7 @@ class Engine:
         compile_result = NO_COMPILE
         async with self.sandbox.session() as session:
             workdir = await session.prepare(files)
-            ctx = {"file": entry, "dir": workdir, "lang_dir": str(runtime.lang_dir),
+            ctx = {"file": entry, "dir": workdir,
                    "stem": entry.rsplit("/", 1)[-1].rsplit(".", 1)[0]}
             if runtime.compiled:
                 c_memory = request.compile_memory_limit or max(memory, limits.compile_memory or 0)
@@ -177,8 +181,12 @@ class Engine:
             "open_files": runtime.spec.limits.open_files,
             "file_size": self.settings.disk_limit,
             "output_limit": self.settings.output_limit,
-            "read_paths": [p.format_map(values) for p in runtime.spec.read_paths]
-            + [str(runtime.lang_dir)],
+            # Never the language's folder in the checkout: a run's uid may not
+            # be able to traverse to it (a clone in root's 0700 home). What a
+            # run executes or reads lives in system paths or in the
+            # language's install dir (/opt/pesto/runtimes/<id>, world-readable);
+            # `pesto doctor` and start-up check that (pesto/sandbox/reach.py).
+            "read_paths": [p.format_map(values) for p in runtime.spec.read_paths],
             "more": more,   # another stage follows: the slot readies its child meanwhile
         }
         raw = await session.stage(spec)

@@ -40,6 +40,13 @@ class SandboxError(PestoError):
     """The sandbox itself failed (not the program): a 500 and a log line."""
 
 
+class SandboxSetupFailed(SandboxError):
+    """A stage's sandbox could not be built (the exec helper's report): the
+    host, not the program or a bug; `pesto doctor` says what is wrong."""
+    status_code = 500
+    code = "SANDBOX_SETUP_FAILED"
+
+
 # --- Service errors (added by the API work; each maps to one row of API.md) ---
 
 class TokenMissing(PestoError):

@@ -20,7 +20,9 @@ from pesto.models import make_strict_converter
 
 MEMORY_MODES = ("address-space", "data", "runtime-flag")
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
-KNOWN_PLACEHOLDERS = {"file", "dir", "memory_mb", "lang_dir", "stem"}
+# No {lang_dir}: a run cannot be assumed to reach the checkout (a clone in a
+# 0700 home); a language's wrappers are installed under /opt/pesto/runtimes.
+KNOWN_PLACEHOLDERS = {"file", "dir", "memory_mb", "stem"}
 
 
 @attrs.frozen
@@ -106,11 +108,11 @@ def _check(spec: LanguageSpec, where: str) -> None:
                     raise ConfigError(f"{where}: unknown placeholder {{{name}}} in {arg!r}")
 
 
-def _installed(spec: LanguageSpec, lang_dir: Path) -> bool:
+def _installed(spec: LanguageSpec) -> bool:
     for argv in (spec.run, spec.compile):
         if not argv:
             continue
-        exe = argv[0].replace("{lang_dir}", str(lang_dir))
+        exe = argv[0]
         if "{" in exe:           # e.g. "{dir}/main": the compile stage makes it
             continue
         if not (os.path.isabs(exe) and os.access(exe, os.X_OK)):
@@ -134,7 +136,7 @@ def load_language(lang_dir: Path) -> Runtime:
         raise ConfigError("; ".join(msgs)) from None
     _check(spec, str(path))
     return Runtime(id=lang_dir.name, spec=spec, lang_dir=lang_dir.resolve(),
-                   installed=_installed(spec, lang_dir.resolve()))
+                   installed=_installed(spec))
 
 
 @attrs.frozen

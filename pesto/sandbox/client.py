@@ -18,7 +18,9 @@ import subprocess
 import sys
 from typing import Any, AsyncIterator
 
-from pesto.errors import SandboxError
+import attrs
+
+from pesto.errors import ConfigError, SandboxError, SandboxSetupFailed
 from pesto.sandbox import protocol
 
 log = logging.getLogger("pesto.sandbox")
@@ -85,6 +87,15 @@ class Session:
 
     async def _call(self, msg: dict[str, Any]) -> dict[str, Any]:
         reply = await self.slot.call(msg)
+        if not reply.get("ok") and "setup" in reply:
+            setup = reply["setup"]
+            # The operator's log gets the helper's own words (paths included);
+            # the client, the failed step and what to do.
+            log.error("sandbox set-up failed at %s: %s", setup["step"], setup["text"])
+            raise SandboxSetupFailed(
+                f"the sandbox could not be set up for this run (step {setup['step']}: "
+                f"{os.strerror(setup['errno'])}); the server's operator should run "
+                "`pesto doctor`")
         if not reply.get("ok"):
             raise SandboxError(f"sandbox failure: {reply.get('error', 'cleanup failed')}")
         return reply
@@ -136,12 +147,19 @@ class Sandbox:
     @classmethod
     async def start(cls, *, uid_base: int, uid_count: int, sandbox_dir: str, slots: int,
                     disk_limit: int, disable: tuple[str, ...] = (),
-                    pin_cpus: bool = True) -> "Sandbox":
-        """Start the spawner (by exec), read its probe of the host, open the slots."""
+                    pin_cpus: bool = True, need: list | None = None,
+                    deny: list[tuple[str, str]] | None = None) -> "Sandbox":
+        """Start the spawner (by exec), read its probe of the host, open the slots.
+
+        need/deny: paths a run uid must / must not reach (reach.layout);
+        ConfigError, saying what to do, if the host has it otherwise.
+        """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         cfg = json.dumps({"uid_base": uid_base, "uid_count": uid_count,
                           "sandbox_dir": str(sandbox_dir), "disable": list(disable),
-                          "disk_limit": disk_limit, "slots": slots, "pin_cpus": pin_cpus})
+                          "disk_limit": disk_limit, "slots": slots, "pin_cpus": pin_cpus,
+                          "need": [attrs.asdict(n) for n in need or ()],
+                          "deny": list(deny or ())})
         proc = subprocess.Popen(
             [sys.executable, "-m", "pesto.sandbox.spawner", str(theirs.fileno()), cfg],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True,
@@ -159,6 +177,10 @@ class Sandbox:
             raise SandboxError(f"the sandbox spawner exited ({proc.returncode}) while probing")
         ours.setblocking(True)
         layers = json.loads(report)
+        if "unreachable" in layers:
+            proc.wait()
+            raise ConfigError("runs could not work on this host as laid out:\n  "
+                              + "\n  ".join(layers["unreachable"]))
         if "error" in layers:
             proc.wait()
             raise SandboxError(f"the sandbox cannot start: {layers['error']}")

@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 
-from pesto.sandbox import context, cpus, helper, kernel, supervisor
+from pesto.sandbox import context, cpus, helper, kernel, reach, supervisor
 
 
 def main(argv: list[str]) -> int:
@@ -29,6 +29,14 @@ def main(argv: list[str]) -> int:
                             disk_limit=cfg["disk_limit"])
     except helper.HelperMissing as exc:
         ctrl.send(json.dumps({"error": str(exc)}).encode())
+        return 1
+    # Before any slot: a run uid that cannot reach its language (or a data
+    # dir it could read) would fail (or leak) on every job.
+    need = [reach.Need(**n) for n in cfg.get("need", [])]
+    problems = reach.check(need, [tuple(d) for d in cfg.get("deny", [])],
+                           private_tmp=ctx.namespaces)
+    if problems:
+        ctrl.send(json.dumps({"error": "; ".join(problems), "unreachable": problems}).encode())
         return 1
     allowed = os.sched_getaffinity(0)
     # Whatever a crashed predecessor left behind goes before the first job.

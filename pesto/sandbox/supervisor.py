@@ -216,6 +216,14 @@ def sweep_stale(ctx: Context) -> list[int]:
     return swept
 
 
+class SetupFailed(Exception):
+    """The exec helper reported a failed set-up step ("step:errno:message")."""
+
+    def __init__(self, step: str, err: int, text: str) -> None:
+        super().__init__(f"sandbox setup failed at {step}: {text}")
+        self.step, self.errno, self.text = step, err, text
+
+
 class Aborted(Exception):
     """The server asked to abort the job (a cancelled request)."""
 
@@ -351,6 +359,9 @@ class Supervisor:
                 self.sweep_uid(int(msg["uid"]))
                 return {"ok": True}
             return {"ok": False, "error": f"unknown op {op!r}"}
+        except SetupFailed as exc:   # the host's fault: said so, with the step
+            return {"ok": False, "error": f"{op}: {exc}",
+                    "setup": {"step": exc.step, "errno": exc.errno, "text": exc.text}}
         except Aborted:   # mid-stage: the job ends, after the reply
             self.aborted = True
             return {"ok": True, "abort": True}
@@ -600,7 +611,7 @@ class Supervisor:
                            f"{os.strerror(int(err))}\n".encode(), output=None,
                            exit_code=127, signal_no=None, reason=None, oom=False,
                            wall=time.monotonic() - start, cpu=0.0, peak=0, truncated=False)
-        raise RuntimeError(f"sandbox setup failed at {step}: {text}")
+        raise SetupFailed(step, int(err), text)
 
     def _wait_exiting(self) -> None:
         """Wait until the outer processes of earlier stages have exited."""
