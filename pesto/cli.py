@@ -93,7 +93,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             state = "on " if layer["enabled"] else ("off" if layer["available"] else "n/a")
             print(f"{name:<11} {state}  {layer['reason']}")
         print(f"{'paths':<11} {'ok ' if paths['ok'] else 'BAD'}  "
-              + ("; ".join(paths["problems"]) if paths["problems"] else paths["reason"]))
+              + ("\n                 ".join(paths["problems"]) or paths["reason"]))
         safe = {k: v for k, v in (("data_dir", settings.data_dir),
                                   ("sandbox_dir", settings.sandbox_dir),
                                   ("languages_dir", settings.languages_dir),
@@ -111,16 +111,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def doctor_paths(settings, ctx) -> dict:
     """The start-up path check (pesto/sandbox/reach.py), as doctor shows it."""
-    from pesto.runtimes import load_registry
     from pesto.sandbox import reach
 
-    registry = load_registry(settings.languages_dir)
-    need, deny = reach.layout(sandbox_dir=str(settings.sandbox_dir),
-                              data_dir=str(settings.data_dir), runtimes=registry.installed)
-    problems = reach.check(need, deny, private_tmp=ctx.namespaces)
+    problems, count = reach.check_settings(settings, private_tmp=ctx.namespaces)
     return {"ok": not problems, "problems": problems,
             "reason": f"a run's uid reaches the work root and the files of "
-                      f"{len(registry.installed)} installed language(s), not the data dir"}
+                      f"{count} installed language(s), not the data dir"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     doc = sub.add_parser("doctor", help="report which sandbox layers this host offers")
     doc.add_argument("--json", action="store_true")
+    doc.add_argument("--data-dir", help="the data dir `pesto serve` would use (checked private)")
     doc.set_defaults(func=cmd_doctor)
 
     try:

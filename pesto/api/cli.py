@@ -91,6 +91,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (PestoError, OSError, RuntimeError) as exc:
         print(f"pesto serve: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
+    # The same for paths a run's uid must (not) reach: one clear refusal here
+    # (the spawner checks again, with the namespaces it found, as the
+    # server starts). pesto/sandbox/reach.py
+    from pesto.sandbox import reach
+    problems, _ = reach.check_settings(settings,
+                                       private_tmp="namespaces" not in settings.disable)
+    if problems:
+        print("pesto serve: runs could not work on this host as laid out:\n  "
+              + "\n  ".join(problems) + "\n(`pesto doctor` shows the same)", file=sys.stderr)
+        return 2
     level = getattr(logging, args.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pesto").setLevel(level)

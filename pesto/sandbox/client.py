@@ -171,18 +171,22 @@ class Sandbox:
             report = await asyncio.wait_for(loop.sock_recv(ours, 65536), 60)
         except (OSError, asyncio.TimeoutError) as exc:
             proc.kill()
+            ours.close()
             raise SandboxError(f"the sandbox spawner did not start: {exc!r}") from None
         if not report:
             proc.wait()
+            ours.close()
             raise SandboxError(f"the sandbox spawner exited ({proc.returncode}) while probing")
         ours.setblocking(True)
         layers = json.loads(report)
         if "unreachable" in layers:
             proc.wait()
+            ours.close()
             raise ConfigError("runs could not work on this host as laid out:\n  "
                               + "\n  ".join(layers["unreachable"]))
         if "error" in layers:
             proc.wait()
+            ours.close()
             raise SandboxError(f"the sandbox cannot start: {layers['error']}")
         sandbox = cls(proc, ours, layers, os.path.join(sandbox_dir, "work"), slots)
         for i in range(slots):

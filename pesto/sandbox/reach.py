@@ -42,8 +42,8 @@ def needs(work_root: str, system_rules: Iterable[str],
     """What runs need: the work root, the system rules, and per language
     (id, read paths, argvs) its read paths and the programs it starts.
     Paths with placeholders (made per job) and relative ones are skipped."""
-    out = [Need(work_root, "traverse", "every run (the work root)")]
-    out += [Need(p, "path", "every run (Landlock system rule)") for p in system_rules]
+    out = [Need(work_root, "traverse", "the work root of every run")]
+    out += [Need(p, "path", "a Landlock rule of every run") for p in system_rules]
     for lang, read_paths, argvs in runtimes:
         for p in read_paths:
             if "{" not in p and os.path.isabs(p):
@@ -52,6 +52,16 @@ def needs(work_root: str, system_rules: Iterable[str],
             if argv and "{" not in argv[0] and os.path.isabs(argv[0]):
                 out.append(Need(argv[0], "exec", lang))
     return out
+
+
+def _existing(n: Need) -> Need:
+    """A work root not made yet (the probe makes it) is checked at its
+    nearest existing parent: that must be traversable too."""
+    path = n.path
+    if n.kind == "traverse":
+        while not os.path.lexists(path) and path not in ("/", ""):
+            path = os.path.dirname(path)
+    return attrs.evolve(n, path=path)
 
 
 def _hidden_by_private_tmp(path: str) -> str | None:
@@ -128,6 +138,7 @@ def check(need: Sequence[Need], deny: Sequence[tuple[str, str]], *,
     """
     problems: list[str] = []
     tried: list[tuple[str, str]] = []
+    need = [_existing(n) for n in need]
     for n in need:
         if not os.path.lexists(n.path):
             continue
@@ -163,7 +174,7 @@ def _advice(path: str) -> str:
             break
         if os.path.isdir(parent) and not mode & 0o001:
             return (f"{parent} has mode {mode & 0o7777:o} (others cannot enter it): "
-                    f"move the file to a world-readable place, or chmod o+x {parent}")
+                    f"move it to a world-readable place, or chmod o+x {parent}")
     return "make it readable by all users (chmod a+rX)"
 
 
@@ -174,3 +185,13 @@ def layout(*, sandbox_dir: str, data_dir: str, runtimes: Iterable) -> tuple[list
     need = needs(os.path.join(sandbox_dir, "work"), SYSTEM_READ_RULES,
                  [(r.id, r.spec.read_paths, [r.spec.run, r.spec.compile]) for r in runtimes])
     return need, [(data_dir, "the data dir: database and tokens")]
+
+
+def check_settings(settings, *, private_tmp: bool) -> tuple[list[str], int]:
+    """(problems, installed language count) for a server's settings: what
+    `pesto doctor` shows and `pesto serve` checks before it listens."""
+    from pesto.runtimes import load_registry
+    registry = load_registry(settings.languages_dir)
+    need, deny = layout(sandbox_dir=str(settings.sandbox_dir), data_dir=str(settings.data_dir),
+                        runtimes=registry.installed)
+    return check(need, deny, private_tmp=private_tmp), len(registry.installed)
