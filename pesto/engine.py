@@ -177,6 +177,7 @@ class Engine:
             # CPU seconds are only a backstop behind the wall-clock watchdog.
             "cpu_seconds": math.ceil(timeout / 1000) + 1,
             "memory": memory, "memory_mode": runtime.spec.limits.memory,
+            "memory_reserve": runtime.spec.limits.memory_reserve,
             "processes": processes,
             "open_files": runtime.spec.limits.open_files,
             "file_size": self.settings.disk_limit,

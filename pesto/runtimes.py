@@ -18,7 +18,7 @@ import cattrs
 from pesto.errors import ConfigError, RuntimeNotFound
 from pesto.models import make_strict_converter
 
-MEMORY_MODES = ("address-space", "data", "runtime-flag")
+MEMORY_MODES = ("address-space", "data", "runtime-flag", "watch")
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 # No {lang_dir}: a run cannot be assumed to reach the checkout (a clone in a
 # 0700 home); a language's wrappers are installed under /opt/pesto/runtimes.
@@ -31,8 +31,14 @@ class LanguageLimits:
     # How memoryLimit is enforced when no cgroup is available:
     #   address-space -> RLIMIT_AS; data -> RLIMIT_DATA;
     #   runtime-flag  -> the runtime's own heap flag in argv/env ({memory_mb})
-    #                    plus RLIMIT_DATA as a loose backstop.
+    #                    backed by RLIMIT_DATA;
+    #   watch         -> the engine samples the run's resident memory and stops
+    #                    it past the limit, RLIMIT_DATA as the backstop.
     memory: str = "address-space"
+    # Bytes added to RLIMIT_DATA (modes data, runtime-flag) for what the
+    # runtime maps writable at start and never fills (measured per runtime:
+    # docs/memory.md). The limit then holds within this margin at worst.
+    memory_reserve: int = 0
     open_files: int = 256
     compile_timeout: int | None = None   # language default, ms
     run_timeout: int | None = None       # language default, ms

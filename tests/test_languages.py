@@ -340,11 +340,13 @@ def test_allocating_past_the_limit_is_stopped(runner, lang):
 
 
 # Without a memory cgroup (e.g. a container with no delegated cgroup) the
-# engine falls back to RLIMIT_DATA: the limit for "data" languages, a loose
-# backstop (limit + 256 MiB) behind the heap flag for "runtime-flag" ones
-# (SBCL maps a fixed ~170 MiB region at start), and an 8 MiB RLIMIT_STACK so
-# that thread stacks (sized from it by glibc and libuv) fit. Every runtime
-# must still start, and a hog must still be stopped.
+# engine falls back to RLIMIT_DATA: at the limit for "data" languages (Go,
+# Node, BEAM), plus the runtime's measured fixed regions behind the heap flag
+# for "runtime-flag" ones (the JVM, SBCL), and for Bun ("watch") a backstop
+# with the engine's memory watch; and an 8 MiB RLIMIT_STACK so that thread
+# stacks (sized from it by glibc and libuv) fit. Every runtime must still
+# start, and a hog must be stopped within 32 MiB of the limit
+# (docs/memory.md has the measurements).
 
 
 @pytest.fixture(scope="module")
@@ -366,8 +368,16 @@ def test_without_cgroup_rlimit_data(no_cgroup_runner, lang):
     assert hello.runtime.status == "ok", detail(hello)
     assert hello.runtime.stdout == "Hello world!\n", detail(hello)
     hog = no_cgroup_runner.run(lang, HOGS[lang], memory_limit=128 * 1024 * 1024, run_timeout=15000)
-    assert "survived" not in hog.runtime.stdout, detail(hog)
-    assert hog.runtime.status in ("error", "signal", "memory"), detail(hog)
+    r = hog.runtime
+    assert "survived" not in r.stdout, detail(hog)
+    # Stopped near the limit, not at a loose backstop: by its rlimit (the
+    # runtime's own out-of-memory error) or the engine's memory watch
+    # (status memory). The margin is docs/memory.md's.
+    assert r.status == "memory" or (
+        r.status in ("error", "signal") and any(s in r.stderr for s in OWN_OOM)), detail(hog)
+    if rt.spec.limits.memory == "watch":
+        assert r.status == "memory", detail(hog)
+    assert r.memory <= 160 * 1024 * 1024, detail(hog)
 
 
 # --- Java: any public class name -----------------------------------------------

@@ -20,6 +20,7 @@ from pesto.sandbox.status import decide_status
     (137, 9, "timeout", False, "timeout"),
     (0, None, "timeout", False, "timeout"),
     (137, 9, "output", False, "output"),
+    (137, 9, "memory", False, "memory"),  # the engine's memory watch stopped it
     (137, 9, None, True, "memory"),
     (1, None, None, True, "memory"),
     (0, None, None, True, "ok"),      # touched the limit, reclaimed, finished fine

@@ -7,7 +7,8 @@ only classifies what the program did or what the engine did to it.
 from __future__ import annotations
 
 # reason: why the engine stopped the program itself, or None.
-#   "timeout" - wall-clock limit; "output" - output cap.
+#   "timeout" - wall-clock limit; "output" - output cap;
+#   "memory" - the engine's memory watch (memwatch.py), where no cgroup is.
 # oom: the memory cgroup's OOM killer acted during the stage.
 
 
@@ -19,12 +20,13 @@ def decide_status(*, exit_code: int, signal_no: int | None, reason: str | None,
     |---------------|-----|-------------------|---------|
     | timeout       |  -  | anything          | timeout |
     | output        |  -  | anything          | output  |
+    | memory        |  -  | anything          | memory  |
     | None          | yes | anything but 0    | memory  |
     | None          |  -  | a signal          | signal  |
     | None          |  -  | exit 0            | ok      |
     | None          |  -  | exit non-zero     | error   |
     """
-    if reason in ("timeout", "output"):
+    if reason in ("timeout", "output", "memory"):
         return reason
     if oom and (signal_no is not None or exit_code != 0):
         return "memory"

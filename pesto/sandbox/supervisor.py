@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from pesto.sandbox import helper, kernel, landlock, namespaces, protocol
+from pesto.sandbox import helper, kernel, landlock, memwatch, namespaces, protocol
 from pesto.sandbox.context import Context
 from pesto.sandbox.uids import UidLeases
 
@@ -564,19 +564,12 @@ class Supervisor:
             (resource.RLIMIT_MEMLOCK, 0),
             (resource.RLIMIT_MSGQUEUE, 0),
         ]
-        # Without a memory cgroup the rlimit is the limit; with one the cgroup
-        # is exact, and RLIMIT_AS would only break runtimes that reserve.
+        watch = None
         if not in_cgroup:
-            mode = msg["memory_mode"]
-            if mode == "address-space":
-                rlimits.append((resource.RLIMIT_AS, memory))
-            elif mode == "data":
-                rlimits.append((resource.RLIMIT_DATA, memory))
-            else:
-                # runtime-flag: the runtime's own heap flag is the limit; the
-                # data limit is only a loose backstop above it, since such
-                # runtimes map fixed regions at start (SBCL ~170 MiB).
-                rlimits.append((resource.RLIMIT_DATA, memory + (256 << 20)))
+            rlimits.append(memory_rlimit(msg["memory_mode"], memory,
+                                         int(msg.get("memory_reserve", 0))))
+            if msg["memory_mode"] == "watch":
+                watch = memwatch.RssWatch(self.uid, memory)
         spec = helper.encode_spec(msg["argv"], msg["env"], rlimits, msg.get("read_paths", []))
         start = time.monotonic()
         try:
@@ -586,7 +579,7 @@ class Supervisor:
         os.close(sb.ctl_w)
         sb.ctl_w = -1
         try:
-            result = self._watch(sb, start, msg)
+            result = self._watch(sb, start, msg, watch)
             # The report pipe is close-on-exec: empty means the exec happened.
             # It is read only now that the stage is over (every end of it is
             # closed by then), not waited for before: one wake-up less a stage.
@@ -621,9 +614,11 @@ class Supervisor:
         self.exiting.clear()
 
 
-    def _watch(self, sb: Standby, start: float, msg: dict[str, Any]) -> dict[str, Any]:
-        """Feed stdin, collect output under the cap, enforce the deadline,
-        notice the program's end (or an abort), and build the stage result.
+    def _watch(self, sb: Standby, start: float, msg: dict[str, Any],
+               watch: memwatch.RssWatch | None = None) -> dict[str, Any]:
+        """Feed stdin, collect output under the cap, enforce the deadline
+        (and, given a watch, the memory limit), notice the program's end (or
+        an abort), and build the stage result.
         sb's descriptors are left for its owner to close."""
         uid = self.uid
         pid, out_r, err_r, st_r = sb.pid, sb.out_r, sb.err_r, sb.status_r
@@ -657,9 +652,18 @@ class Supervisor:
             while open_pipes or status is None:
                 if status is None:
                     timeout = max(0.0, deadline - time.monotonic())
+                    if watch is not None and reason is None:
+                        now = time.monotonic()
+                        if watch.due(now) and watch.over(now):
+                            reason, end = "memory", now
+                            kill_uid(uid)
+                            continue
+                        timeout = memwatch.remaining(watch, timeout)
                 else:
                     timeout = 0.5   # main exited; descendants are being killed, pipes drain
                 events = poller.poll(timeout * 1000)
+                if not events and status is None and time.monotonic() < deadline:
+                    continue   # the memory watch's next sample is due
                 if not events and status is None:
                     reason = reason or "timeout"
                     end = time.monotonic()
@@ -730,12 +734,36 @@ class Supervisor:
             # all of a PID namespace when its init exits); reaping them, and
             # waiting for the namespaces' teardown, is left to the job's end.
             cpu, rss = usage
+        if watch is not None:   # a run it stopped has no report of its own
+            rss = max(rss, watch.peak)
         peak, oom = self.ctx.cgroups.finish_stage()
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + (sig or 0)
         return _result(stdout=bytes(bufs[out_r]), stderr=bytes(bufs[err_r]), output=bytes(output),
                        exit_code=code, signal_no=sig, reason=reason, oom=oom, wall=wall,
                        cpu=cpu, peak=peak if peak is not None else rss, truncated=truncated)
+
+
+def memory_rlimit(mode: str, memory: int, reserve: int) -> tuple[int, int]:
+    """The rlimit that holds a stage to `memory` where no memory cgroup does
+    (with one, the cgroup is exact and no memory rlimit is set: RLIMIT_AS
+    would only break runtimes that reserve address space).
+
+    address-space: RLIMIT_AS at the limit (what most runtimes tolerate).
+    data: RLIMIT_DATA at the limit plus the language's `memory_reserve`,
+      for runtimes that reserve address space with PROT_NONE (RLIMIT_DATA
+      does not count it; RLIMIT_AS would): Go, Node, BEAM.
+    runtime-flag: the runtime's own heap flag is the cap; RLIMIT_DATA at
+      the limit plus `memory_reserve` backs it, which must cover the fixed
+      writable regions the runtime maps at start (SBCL's, the JVM's).
+    watch: RLIMIT_DATA at the limit plus `memory_reserve` is only the hard
+      backstop of a runtime that cannot start under less (Bun); the
+      supervisor's memory watch (memwatch.py) stops it at the limit.
+    Each reserve is measured (docs/memory.md, tests/bench/memory_limits.py).
+    """
+    if mode == "address-space":
+        return resource.RLIMIT_AS, memory
+    return resource.RLIMIT_DATA, memory + reserve
 
 
 def _read_init_report(fd: int) -> tuple[int, tuple[float, int] | None]:
