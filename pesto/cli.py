@@ -86,14 +86,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     report = ctx.report()
     missing = [name for name in settings.require if not report[name]["enabled"]]
     paths = doctor_paths(settings, ctx)
+    memory = doctor_memory(settings, ctx)
     if args.json:
-        print(json.dumps({**report, "paths": paths}, indent=2))
+        print(json.dumps({**report, "paths": paths, "memory": memory}, indent=2))
     else:
         for name, layer in report.items():
             state = "on " if layer["enabled"] else ("off" if layer["available"] else "n/a")
             print(f"{name:<11} {state}  {layer['reason']}")
         print(f"{'paths':<11} {'ok ' if paths['ok'] else 'BAD'}  "
               + ("\n                 ".join(paths["problems"]) or paths["reason"]))
+        print(f"{'memory':<11} {'on ' if memory['cgroup'] else 'rl '}  "
+              + "\n                 ".join(memory["how"]))
         safe = {k: v for k, v in (("data_dir", settings.data_dir),
                                   ("sandbox_dir", settings.sandbox_dir),
                                   ("languages_dir", settings.languages_dir),
@@ -107,6 +110,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             print("runs cannot work on this host as laid out (see paths above); "
                   "`pesto serve` refuses to start", file=sys.stderr)
     return 1 if missing or not paths["ok"] else 0
+
+
+def doctor_memory(settings, ctx) -> dict:
+    """Which mechanism holds memoryLimit here (pesto/sandbox/memory.py)."""
+    from pesto.runtimes import load_registry
+    from pesto.sandbox import memory
+
+    cgroup = ctx.layers["cgroups"].enabled
+    return {"cgroup": cgroup, "how": memory.host_report(
+        cgroup, load_registry(settings.languages_dir).installed)}
 
 
 def doctor_paths(settings, ctx) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 # reason: why the engine stopped the program itself, or None.
 #   "timeout" - wall-clock limit; "output" - output cap;
-#   "memory" - the engine's memory watch (memwatch.py), where no cgroup is.
+#   "memory" - the engine's memory watch (memory.py), where no cgroup is.
 # oom: the memory cgroup's OOM killer acted during the stage.
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from pesto.sandbox import helper, kernel, landlock, memwatch, namespaces, protocol
+from pesto.sandbox import helper, kernel, landlock, memory as memory_policy, namespaces, protocol
 from pesto.sandbox.context import Context
 from pesto.sandbox.uids import UidLeases
 
@@ -566,10 +566,10 @@ class Supervisor:
         ]
         watch = None
         if not in_cgroup:
-            rlimits.append(memory_rlimit(msg["memory_mode"], memory,
+            rlimits.append(memory_policy.rlimit(msg["memory_mode"], memory,
                                          int(msg.get("memory_reserve", 0))))
             if msg["memory_mode"] == "watch":
-                watch = memwatch.RssWatch(self.uid, memory)
+                watch = memory_policy.RssWatch(self.uid, memory)
         spec = helper.encode_spec(msg["argv"], msg["env"], rlimits, msg.get("read_paths", []))
         start = time.monotonic()
         try:
@@ -615,7 +615,7 @@ class Supervisor:
 
 
     def _watch(self, sb: Standby, start: float, msg: dict[str, Any],
-               watch: memwatch.RssWatch | None = None) -> dict[str, Any]:
+               watch: memory_policy.RssWatch | None = None) -> dict[str, Any]:
         """Feed stdin, collect output under the cap, enforce the deadline
         (and, given a watch, the memory limit), notice the program's end (or
         an abort), and build the stage result.
@@ -658,7 +658,7 @@ class Supervisor:
                             reason, end = "memory", now
                             kill_uid(uid)
                             continue
-                        timeout = memwatch.remaining(watch, timeout)
+                        timeout = memory_policy.remaining(watch, timeout)
                 else:
                     timeout = 0.5   # main exited; descendants are being killed, pipes drain
                 events = poller.poll(timeout * 1000)
@@ -742,28 +742,6 @@ class Supervisor:
         return _result(stdout=bytes(bufs[out_r]), stderr=bytes(bufs[err_r]), output=bytes(output),
                        exit_code=code, signal_no=sig, reason=reason, oom=oom, wall=wall,
                        cpu=cpu, peak=peak if peak is not None else rss, truncated=truncated)
-
-
-def memory_rlimit(mode: str, memory: int, reserve: int) -> tuple[int, int]:
-    """The rlimit that holds a stage to `memory` where no memory cgroup does
-    (with one, the cgroup is exact and no memory rlimit is set: RLIMIT_AS
-    would only break runtimes that reserve address space).
-
-    address-space: RLIMIT_AS at the limit (what most runtimes tolerate).
-    data: RLIMIT_DATA at the limit plus the language's `memory_reserve`,
-      for runtimes that reserve address space with PROT_NONE (RLIMIT_DATA
-      does not count it; RLIMIT_AS would): Go, Node, BEAM.
-    runtime-flag: the runtime's own heap flag is the cap; RLIMIT_DATA at
-      the limit plus `memory_reserve` backs it, which must cover the fixed
-      writable regions the runtime maps at start (SBCL's, the JVM's).
-    watch: RLIMIT_DATA at the limit plus `memory_reserve` is only the hard
-      backstop of a runtime that cannot start under less (Bun); the
-      supervisor's memory watch (memwatch.py) stops it at the limit.
-    Each reserve is measured (docs/memory.md, tests/bench/memory_limits.py).
-    """
-    if mode == "address-space":
-        return resource.RLIMIT_AS, memory
-    return resource.RLIMIT_DATA, memory + reserve
 
 
 def _read_init_report(fd: int) -> tuple[int, tuple[float, int] | None]:
