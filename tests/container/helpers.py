@@ -5,7 +5,8 @@ way the README says (no --privileged, no --cap-add, only the two --ulimit
 flags), and talk to it over HTTP on a free localhost port.
 
 Environment knobs:
-  PESTO_CONTAINER_LANGUAGES  LANGUAGES build argument (default "python,c")
+  PESTO_CONTAINER_LANGUAGES  LANGUAGES build argument
+                             (default "python,c,go,javascript,typescript")
   PESTO_CONTAINER_IMAGE      use this image instead of building one
   PESTO_CONTAINER_CONTEXT    "git": build from `git archive HEAD` instead of
                              the working tree
@@ -36,7 +37,9 @@ REPO = HERE.parent.parent
 # CAP_SYS_RESOURCE (the machine is itself sandboxed): runc then cannot set
 # them and the container does not start. The README documents both flags.
 ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
-LANGUAGES = os.environ.get("PESTO_CONTAINER_LANGUAGES", "python,c")
+# Go, Node and Bun besides Python and C: the runtimes whose memory limit
+# needs more than RLIMIT_AS where the container has no memory cgroup.
+LANGUAGES = os.environ.get("PESTO_CONTAINER_LANGUAGES", "python,c,go,javascript,typescript")
 BASE_IMAGE = os.environ.get("PESTO_BASE_IMAGE", "localhost/debian:bookworm-slim")
 # A TLS-intercepting egress proxy (as on these machines) needs its CA for the
 # PyPI/npm downloads during the build; it is mounted, never copied in.

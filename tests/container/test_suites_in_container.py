@@ -14,8 +14,13 @@ from tests.container.helpers import Container
 
 pytestmark = pytest.mark.container
 
+# test_languages.py: every language of the image, and the memory limit held
+# without a memory cgroup (the container has none) for Go, Node and Bun;
+# test_memory_host.py and test_reach.py: the memory watch, doctor's memory
+# report and the start-up path checks where the layers differ.
 SUITES = ["tests/test_sandbox.py", "tests/test_traps.py", "tests/test_layers.py",
-          "tests/test_accounting.py", "tests/test_units.py"]
+          "tests/test_accounting.py", "tests/test_units.py", "tests/test_languages.py",
+          "tests/test_memory_host.py", "tests/test_reach.py"]
 
 
 def test_sandbox_suites_pass_inside_the_container(container: Container) -> None:
