@@ -157,14 +157,16 @@ class Sandbox:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         cfg = json.dumps({"uid_base": uid_base, "uid_count": uid_count,
                           "sandbox_dir": str(sandbox_dir), "disable": list(disable),
-                          "disk_limit": disk_limit, "slots": slots, "pin_cpus": pin_cpus,
-                          "need": [attrs.asdict(n) for n in need or ()],
-                          "deny": list(deny or ())})
+                          "disk_limit": disk_limit, "slots": slots, "pin_cpus": pin_cpus})
         proc = subprocess.Popen(
             [sys.executable, "-m", "pesto.sandbox.spawner", str(theirs.fileno()), cfg],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True,
             env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(sys.path)})
         theirs.close()
+        # The paths to check go over the socket, not the command line: any
+        # uid can read a process's cmdline, and the data dir is among them.
+        ours.sendall(json.dumps({"need": [attrs.asdict(n) for n in need or ()],
+                                 "deny": list(deny or ())}).encode())
         loop = asyncio.get_running_loop()
         ours.setblocking(False)
         try:

@@ -22,6 +22,8 @@ from pesto.sandbox import context, cpus, helper, kernel, reach, supervisor
 def main(argv: list[str]) -> int:
     ctrl = socket.socket(fileno=int(argv[0]))
     cfg = json.loads(argv[1])
+    # The start-up path check's lists (reach.py), sent first by the server.
+    paths = json.loads(ctrl.recv(1 << 20) or b"{}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # a Ctrl-C is the server's to handle
     try:
         ctx = context.probe(uid_base=cfg["uid_base"], uid_count=cfg["uid_count"],
@@ -32,8 +34,8 @@ def main(argv: list[str]) -> int:
         return 1
     # Before any slot: a run uid that cannot reach its language (or a data
     # dir it could read) would fail (or leak) on every job.
-    need = [reach.Need(**n) for n in cfg.get("need", [])]
-    problems = reach.check(need, [tuple(d) for d in cfg.get("deny", [])],
+    need = [reach.Need(**n) for n in paths.get("need", [])]
+    problems = reach.check(need, [tuple(d) for d in paths.get("deny", [])],
                            private_tmp=ctx.namespaces)
     if problems:
         ctrl.send(json.dumps({"error": "; ".join(problems), "unreachable": problems}).encode())
