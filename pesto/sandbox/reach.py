@@ -73,7 +73,7 @@ def _hidden_by_private_tmp(path: str) -> str | None:
 
 
 def _as_nobody(payload: list[tuple[str, str]]) -> dict[str, str]:
-    """{path: "" if reachable as asked, else why} from a child as NOBODY.
+    """{"path\0kind": "" if reachable as asked, else why}, from a child as NOBODY.
 
     kind "deny" asks the opposite: "" if the uid can neither list nor enter it.
     """

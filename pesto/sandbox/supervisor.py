@@ -567,7 +567,7 @@ class Supervisor:
         watch = None
         if not in_cgroup:
             rlimits.append(memory_policy.rlimit(msg["memory_mode"], memory,
-                                         int(msg.get("memory_reserve", 0))))
+                                                int(msg.get("memory_reserve", 0))))
             if msg["memory_mode"] == "watch":
                 watch = memory_policy.RssWatch(self.uid, memory)
         spec = helper.encode_spec(msg["argv"], msg["env"], rlimits, msg.get("read_paths", []))
