@@ -29,6 +29,8 @@ def test_sandbox_suites_pass_inside_the_container(container: Container) -> None:
     p = container.exec(
         "env", "PESTO_TEST_UID_BASE=2100000000", "PYTHONDONTWRITEBYTECODE=1",
         "sh", "-c", "cd /opt/pesto && .venv/bin/pytest -q -p no:cacheprovider -rs "
+        # The image keeps only its languages' folders; this checks the repo's.
+        "--deselect tests/test_languages.py::test_every_language_has_programs "
         + " ".join(SUITES), check=False, timeout=900)
     tail = "\n".join((p.stdout + p.stderr).splitlines()[-60:])
     print(tail)
