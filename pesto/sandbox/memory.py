@@ -42,7 +42,9 @@ def describe(mode: str, reserve: int) -> str:
     return {
         "address-space": "RLIMIT_AS at the limit",
         "data": f"RLIMIT_DATA at the limit{plus}",
-        "runtime-flag": f"its heap flag, RLIMIT_DATA at the limit{plus} behind it",
+        "runtime-flag": (f"its heap flag holds the limit; it cannot start under a tight "
+                         f"rlimit: RLIMIT_DATA at the limit{plus} behind it"
+                         if reserve else "its heap flag, RLIMIT_DATA at the limit behind it"),
         "watch": (f"cannot start under a tight rlimit: the engine's memory watch stops it "
                   f"at the limit (+ what it touches in {TICK * 1000:.0f} ms), RLIMIT_DATA at "
                   f"the limit{plus} as the hard backstop"),
