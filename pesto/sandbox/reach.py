@@ -29,9 +29,11 @@ PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 
 @attrs.frozen
 class Need:
-    """A path every run of `who` needs. kind: "dir" (read and list), "exec"
-    (execute), "path" (only opened: a Landlock rule), "traverse" (the work
-    root: entered, not listed)."""
+    """A path runs need; `who` says whose need, as messages put it.
+
+    kind: "dir" (read and list), "exec" (execute), "path" (only opened: a
+    Landlock rule), "traverse" (the work root: entered, not listed).
+    """
     path: str
     kind: str
     who: str
@@ -47,10 +49,10 @@ def needs(work_root: str, system_rules: Iterable[str],
     for lang, read_paths, argvs in runtimes:
         for p in read_paths:
             if "{" not in p and os.path.isabs(p):
-                out.append(Need(p, "dir", lang))
+                out.append(Need(p, "dir", f"needed by {lang}"))
         for argv in argvs:
             if argv and "{" not in argv[0] and os.path.isabs(argv[0]):
-                out.append(Need(argv[0], "exec", lang))
+                out.append(Need(argv[0], "exec", f"needed by {lang}"))
     return out
 
 
@@ -144,7 +146,7 @@ def check(need: Sequence[Need], deny: Sequence[tuple[str, str]], *,
             continue
         top = _hidden_by_private_tmp(n.path) if private_tmp else None
         if top:
-            problems.append(f"{n.path} (needed by {n.who}) is under {top}, which every run "
+            problems.append(f"{n.path} ({n.who}) is under {top}, which every run "
                             f"sees as its own empty tmpfs: move it out of {top}")
             continue
         tried.append((n.path, n.kind))
@@ -155,7 +157,7 @@ def check(need: Sequence[Need], deny: Sequence[tuple[str, str]], *,
     for n in need:
         why = found.get(n.path + "\0" + n.kind)
         if why:
-            problems.append(f"{n.path} (needed by {n.who}): {why}. {_advice(n.path)}")
+            problems.append(f"{n.path} ({n.who}): {why}. {_advice(n.path)}")
     for path, what in deny:
         why = found.get(path + "\0deny")
         if why:
