@@ -30,6 +30,7 @@ import sqlite3
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import attrs
@@ -80,6 +81,30 @@ class Job:
     finished_at: str | None = None
     result: str | None = None       # the execute response as JSON text
     error: str | None = None        # {"code", "message"} as JSON text
+
+
+@attrs.frozen
+class TokenRequest:
+    """A visitor's request for a token (the form on the page at /)."""
+    id: int
+    name: str
+    email: str                      # lower-cased; unique among requests not rejected
+    purpose: str
+    address: str                    # the client address it came from
+    status: str                     # pending | approved | rejected | claimed
+    created_at: str
+    decided_at: str | None = None
+    reason: str | None = None       # why it was rejected
+    token_id: int | None = None     # the token issued for it
+    claimed_at: str | None = None
+
+
+class RequestRefused(Exception):
+    """A token request the store will not take: `why` is "duplicate" or "full"."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
 
 
 _second: tuple[int, str] = (-1, "")     # the last second formatted, and its text
@@ -168,12 +193,39 @@ MIGRATIONS: tuple[str, ...] = (
             SET executions = executions + 1, last_used_at = excluded.last_used_at;
     END;
     """,
+    # 3: token requests from the page at / (pesto/api/front.py). Only hashes of
+    # claim codes are kept; `sealed` holds an approved token encrypted to the
+    # request's public key (pesto/api/claim.py) until it is claimed, then NULL.
+    # An email has at most one request that is not rejected.
+    """
+    CREATE TABLE token_requests (
+        id          INTEGER PRIMARY KEY,
+        name        TEXT NOT NULL,
+        email       TEXT NOT NULL,
+        purpose     TEXT NOT NULL,
+        address     TEXT NOT NULL,
+        claim_hash  TEXT NOT NULL UNIQUE,
+        public_key  BLOB NOT NULL,
+        status      TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        decided_at  TEXT,
+        reason      TEXT,
+        token_id    INTEGER REFERENCES tokens(id),
+        sealed      BLOB,
+        claimed_at  TEXT
+    );
+    CREATE UNIQUE INDEX token_requests_email ON token_requests(email)
+        WHERE status != 'rejected';
+    CREATE INDEX token_requests_pending ON token_requests(status) WHERE status = 'pending';
+    """,
 )
 
 # last_used_at: usage rows written before schema 2 have none; tokens.last_used_at has it.
 _TOKEN_COLUMNS = ("t.id, t.name, t.created_at, coalesce((SELECT max(l.last_used_at) FROM usage l"
                   " WHERE l.token_id = t.id), t.last_used_at), t.rate_limit, t.monthly_limit,"
                   " t.max_concurrency, t.revoked_at")
+_REQUEST_COLUMNS = ("id, name, email, purpose, address, status, created_at, decided_at, reason,"
+                    " token_id, claimed_at")
 _JOB_COLUMNS = "id, token_id, status, request, created_at, started_at, finished_at, result, error"
 
 
@@ -234,6 +286,7 @@ class Store:
         self._token_hashes: dict[int, str] = {}
         self._tokens_month = ""
         self._data_version = -1
+        self._tx_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, data_dir: Path) -> "Store":
@@ -400,6 +453,152 @@ class Store:
             "UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
             (utcnow(), name))
         return cur.rowcount > 0
+
+    # --- token requests ---------------------------------------------------------
+
+    # Cold paths (a form post, a claim, an operator command): aiosqlite's
+    # thread, and every change that touches two rows in one transaction.
+
+    async def _transaction(self, work: Any) -> Any:
+        """Run `await work()` inside BEGIN IMMEDIATE; commit, or roll back on any exception.
+
+        The lock keeps two coroutines from opening transactions on the one
+        aiosqlite connection at once (SQLite has no nested BEGIN).
+        """
+        async with self._tx_lock:
+            return await self._transaction_locked(work)
+
+    async def _transaction_locked(self, work: Any) -> Any:
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            result = await work()
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        await self._db.execute("COMMIT")
+        return result
+
+    async def _insert_token(self, name: str, token_hash: str, limits: dict[str, int | None],
+                            now: str) -> int:
+        cur = await self._db.execute(
+            "INSERT INTO tokens (name, hash, created_at, rate_limit, monthly_limit, max_concurrency)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (name, token_hash, now, limits.get("rate_limit"), limits.get("monthly_limit"),
+             limits.get("max_concurrency")))
+        return cur.lastrowid
+
+    async def add_token_request(self, *, name: str, email: str, purpose: str, address: str,
+                                claim_hash: str, public_key: bytes, max_pending: int,
+                                issue: tuple[str, str, dict[str, int | None]] | None = None,
+                                ) -> TokenRequest:
+        """Store a new request, all or nothing.
+
+        With `issue` = (token name, token hash, limits) the token is created in
+        the same transaction and the request is stored already `claimed` (the
+        `auto` mode: the caller shows the token at once). Raises
+        RequestRefused("duplicate") when the email has a request that was not
+        rejected, RequestRefused("full") when `max_pending` requests wait.
+        """
+        now = utcnow()
+
+        async def work() -> TokenRequest:
+            if issue is None:
+                async with self._db.execute(
+                        "SELECT count(*) FROM token_requests WHERE status = 'pending'") as cur:
+                    (pending,) = await cur.fetchone()
+                if pending >= max_pending:
+                    raise RequestRefused("full")
+            token_id = None
+            if issue is not None:
+                token_id = await self._insert_token(issue[0], issue[1], issue[2], now)
+            status = "pending" if issue is None else "claimed"
+            try:
+                cur = await self._db.execute(
+                    "INSERT INTO token_requests (name, email, purpose, address, claim_hash,"
+                    " public_key, status, created_at, decided_at, token_id, claimed_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, email, purpose, address, claim_hash, public_key, status, now,
+                     None if issue is None else now, token_id, None if issue is None else now))
+            except sqlite3.IntegrityError:
+                raise RequestRefused("duplicate") from None
+            return TokenRequest(id=cur.lastrowid, name=name, email=email, purpose=purpose,
+                                address=address, status=status, created_at=now,
+                                decided_at=None if issue is None else now, token_id=token_id,
+                                claimed_at=None if issue is None else now)
+
+        return await self._transaction(work)
+
+    async def token_requests(self, pending_only: bool = False) -> list[TokenRequest]:
+        """Every token request (or the pending ones), oldest first."""
+        where = " WHERE status = 'pending'" if pending_only else ""
+        async with self._db.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM token_requests{where} ORDER BY id") as cur:
+            rows = await cur.fetchall()
+        return [TokenRequest(*row) for row in rows]
+
+    async def token_request(self, request_id: int) -> tuple[TokenRequest, bytes] | None:
+        """A request and its public key, or None."""
+        async with self._db.execute(
+                f"SELECT {_REQUEST_COLUMNS}, public_key FROM token_requests WHERE id = ?",
+                (request_id,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else (TokenRequest(*row[:-1]), row[-1])
+
+    async def approve_token_request(self, request_id: int, token_name: str, token_hash: str,
+                                    sealed: bytes, limits: dict[str, int | None]) -> bool:
+        """Create the token and keep it sealed for the claim, in one transaction.
+
+        False (and nothing written) unless the request is still pending.
+        """
+        now = utcnow()
+
+        async def work() -> bool:
+            async with self._db.execute(
+                    "SELECT 1 FROM token_requests WHERE id = ? AND status = 'pending'",
+                    (request_id,)) as cur:
+                if await cur.fetchone() is None:
+                    return False
+            token_id = await self._insert_token(token_name, token_hash, limits, now)
+            await self._db.execute(
+                "UPDATE token_requests SET status = 'approved', decided_at = ?, token_id = ?,"
+                " sealed = ? WHERE id = ?", (now, token_id, sealed, request_id))
+            return True
+
+        return await self._transaction(work)
+
+    async def reject_token_request(self, request_id: int, reason: str | None) -> bool:
+        """Reject a pending request; False when it is not pending."""
+        cur = await self._db.execute(
+            "UPDATE token_requests SET status = 'rejected', decided_at = ?, reason = ?"
+            " WHERE id = ? AND status = 'pending'", (utcnow(), reason, request_id))
+        return cur.rowcount > 0
+
+    async def request_by_claim(self, claim_hash: str) -> TokenRequest | None:
+        async with self._db.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM token_requests WHERE claim_hash = ?",
+                (claim_hash,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else TokenRequest(*row)
+
+    async def take_sealed_token(self, claim_hash: str) -> bytes | None:
+        """Mark an approved request claimed and hand over its sealed token, once.
+
+        In one transaction, so two claims racing cannot both get it; the
+        sealed copy leaves the database as it is handed over.
+        """
+        async def work() -> bytes | None:
+            async with self._db.execute(
+                    "SELECT sealed FROM token_requests WHERE claim_hash = ? AND status = 'approved'",
+                    (claim_hash,)) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                return None
+            await self._db.execute(
+                "UPDATE token_requests SET status = 'claimed', claimed_at = ?, sealed = NULL"
+                " WHERE claim_hash = ?", (utcnow(), claim_hash))
+            return row[0]
+
+        return await self._transaction(work)
 
     # --- jobs -------------------------------------------------------------------
 
