@@ -509,10 +509,11 @@ class Store:
                 if pending >= max_pending:
                     raise RequestRefused("full")
             token_id = None
-            if issue is not None:
-                token_id = await self._insert_token(issue[0], issue[1], issue[2], now)
             status = "pending" if issue is None else "claimed"
             try:
+                # A live token with the request's token name is a duplicate too.
+                if issue is not None:
+                    token_id = await self._insert_token(issue[0], issue[1], issue[2], now)
                 cur = await self._db.execute(
                     "INSERT INTO token_requests (name, email, purpose, address, claim_hash,"
                     " public_key, status, created_at, decided_at, token_id, claimed_at)"
