@@ -86,7 +86,7 @@ def send_token_email(smtp_url: str, sender: str, to: str, name: str, token: str,
     """
     url = urllib.parse.urlsplit(smtp_url)
     if url.scheme not in ("smtp", "smtps") or not url.hostname:
-        raise ValueError(f"smtp_url must be smtp://host[:port] or smtps://host[:port]")
+        raise ValueError("smtp_url must be smtp://host[:port] or smtps://host[:port]")
     message = email.message.EmailMessage()
     message["From"] = sender
     message["To"] = to

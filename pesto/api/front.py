@@ -22,16 +22,19 @@ import math
 import re
 import time
 import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from cryptography.exceptions import InvalidTag
 from litestar import Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import FromPath
 
 from pesto.api import claim
 from pesto.api.auth import hash_token, new_token
+from pesto.api.schema import errors, ok
 from pesto.errors import (ClaimGone, DuplicateRequest, InvalidRequest, NotFound, PestoError,
                           RateLimited, RequestTooLarge, TokenRequestsOff, TooManyPending,
                           UnsupportedMediaType)
@@ -219,6 +222,31 @@ async def _mail(settings: Any, to: str, name: str, token: str) -> None:
         log.warning("mailing the token to %s failed: %s", to, exc)
 
 
+class RequestAnswer(msgspec.Struct, rename="camel", omit_defaults=True):
+    status: str                     # pending | claimed | rejected
+    claim_code: str | None = None   # shown once: keep it to claim the token
+    token: str | None = None        # shown once
+    reason: str | None = None       # why it was rejected
+
+
+def _body_schema(properties: dict[str, Schema]) -> type[Operation]:
+    @dataclass
+    class BodyOperation(Operation):
+        """The handlers read the raw body themselves; the document gets its shape here."""
+
+        def __post_init__(self) -> None:
+            self.request_body = RequestBody(required=True, content={"application/json": (
+                OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT, required=list(properties),
+                                               additional_properties=False,
+                                               properties=properties)))})
+    return BodyOperation
+
+
+_FORM_OPERATION = _body_schema({
+    field: Schema(type=OpenAPIType.STRING, max_length=limit) for field, limit in FIELD_LIMITS.items()})
+_CLAIM_OPERATION = _body_schema({"claimCode": Schema(type=OpenAPIType.STRING)})
+
+
 def _json(body: dict[str, Any], status: int = 200,
           background: BackgroundTask | None = None) -> Response[bytes]:
     # no-store: these answers may carry a token or a claim code.
@@ -228,7 +256,10 @@ def _json(body: dict[str, Any], status: int = 200,
 
 @post("/api/token-requests", status_code=201, summary="Ask for a token (public)",
       description="Body {name, email, purpose}. Answers a claim code, shown once, or (when the "
-                  "server issues trial tokens at once) the token itself.")
+                  "server issues trial tokens at once) the token itself.",
+      operation_class=_FORM_OPERATION,
+      responses={201: ok(RequestAnswer, "pending with a claim code, or claimed with the token"),
+                 **errors(400, 403, 409, 413, 415, 429, 503)})
 async def request_token(request: Request[Any, Any, Any]) -> Response[bytes]:
     services = request.app.state.pesto
     settings = services.settings
@@ -263,7 +294,10 @@ async def request_token(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 @post("/api/token-requests/claim", status_code=200, summary="Claim a requested token (public)",
       description="Body {claimCode}. Answers the request's status; once approved, the token, "
-                  "exactly once.")
+                  "exactly once.",
+      operation_class=_CLAIM_OPERATION,
+      responses={200: ok(RequestAnswer, "pending, rejected (with a reason) or claimed (with the "
+                                        "token)"), **errors(400, 404, 410, 413, 415, 429)})
 async def claim_token(request: Request[Any, Any, Any]) -> Response[bytes]:
     services = request.app.state.pesto
     _limiter(request, "front_claims").hit(_address(request), CLAIMS_PER_HOUR, "claims")

@@ -8,6 +8,7 @@ failure (under pytest's base temp dir, `screenshots/`).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -34,9 +35,7 @@ def _why_not() -> str | None:
         return "pesto serve needs root to run programs under their own uids"
     if not os.access(CHROMIUM, os.X_OK):
         return f"no {CHROMIUM}: apt-get install chromium (.ci/run does)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("playwright") is None:
         return "playwright is not installed (pip install -e '.[test]')"
     return None
 
