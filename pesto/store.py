@@ -549,7 +549,8 @@ class Store:
                                     sealed: bytes, limits: dict[str, int | None]) -> bool:
         """Create the token and keep it sealed for the claim, in one transaction.
 
-        False (and nothing written) unless the request is still pending.
+        False (and nothing written) unless the request is still pending;
+        RequestRefused("duplicate") when a live token already has `token_name`.
         """
         now = utcnow()
 
@@ -559,7 +560,10 @@ class Store:
                     (request_id,)) as cur:
                 if await cur.fetchone() is None:
                     return False
-            token_id = await self._insert_token(token_name, token_hash, limits, now)
+            try:
+                token_id = await self._insert_token(token_name, token_hash, limits, now)
+            except sqlite3.IntegrityError:
+                raise RequestRefused("duplicate") from None
             await self._db.execute(
                 "UPDATE token_requests SET status = 'approved', decided_at = ?, token_id = ?,"
                 " sealed = ? WHERE id = ?", (now, token_id, sealed, request_id))

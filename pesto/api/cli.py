@@ -226,12 +226,14 @@ def cmd_token_approve(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             limits[key] = getattr(args, key)
     secret = new_token()
+    emails: list[str] = []
 
     async def approve(store: Any) -> Any:
         found = await store.token_request(args.id)
         if found is None:
             return "no token request with ID %d" % args.id
         request, public_key = found
+        emails.append(request.email)
         if request.status != "pending":
             return f"token request {args.id} is {request.status}, not pending"
         done = await store.approve_token_request(
@@ -239,10 +241,13 @@ def cmd_token_approve(args: argparse.Namespace) -> int:
             claim.seal(secret, public_key), limits)
         return request if done else f"token request {args.id} is no longer pending"
 
+    from pesto.store import RequestRefused
+
     try:
         request = asyncio.run(_with_store(settings, approve))
-    except Exception as exc:    # e.g. a live token already has the request's name
-        print(f"pesto token approve: {exc}", file=sys.stderr)
+    except RequestRefused:
+        print(f"pesto token approve: a live token is already called {token_name(emails[0])!r}; "
+              "revoke it first", file=sys.stderr)
         return 1
     if isinstance(request, str):
         print(f"pesto token approve: {request}", file=sys.stderr)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import importlib.resources
+import ipaddress
 import logging
 import math
 import re
@@ -90,23 +91,20 @@ async def web_file(name: FromPath[str]) -> Response[bytes]:
     return _page(name)
 
 
-_samples: dict[int, bytes] = {}
-
-
 @get("/web/samples.json", include_in_schema=False)
 async def samples(request: Request[Any, Any, Any]) -> Response[bytes]:
     """The hello-world program of each installed runtime (its language folder's test file)."""
-    registry = request.app.state.pesto.engine.registry
-    body = _samples.get(id(registry))
+    state = request.app.state
+    body = getattr(state, "front_samples", None)
     if body is None:
         out = []
-        for r in registry.installed:
+        for r in state.pesto.engine.registry.installed:
             try:
                 code = r.test_file.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError):
                 code = ""
             out.append({"language": r.language, "version": r.version, "code": code})
-        body = _samples[id(registry)] = _encode({"samples": out})
+        body = state.front_samples = _encode({"samples": out})
     return Response(body, media_type="application/json", headers=SECURITY_HEADERS)
 
 
@@ -153,7 +151,21 @@ def _limiter(request: Request[Any, Any, Any], name: str) -> _PerAddress:
 
 
 def _address(request: Request[Any, Any, Any]) -> str:
-    return request.client.host if request.client else "unknown"
+    """The client address the limits count: an IPv6 client counts as its /64,
+    since one host commonly holds a whole /64."""
+    return address_key(request.client.host if request.client else "unknown")
+
+
+def address_key(host: str) -> str:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 async def _small_json(request: Request[Any, Any, Any], limit: int = 16 * 1024) -> dict[str, Any]:

@@ -79,10 +79,13 @@
     showTokenState();
   }
 
-  $("token-save").addEventListener("click", () => {
+  // Pasted once: a token typed or pasted here is remembered when the field is left.
+  function rememberInput() {
     const t = tokenInput.value.trim();
-    if (t) remember(t);
-  });
+    if (t && t !== storedToken()) remember(t);
+  }
+  $("token-save").addEventListener("click", rememberInput);
+  tokenInput.addEventListener("change", rememberInput);
   $("token-forget").addEventListener("click", () => {
     try { localStorage.removeItem(TOKEN_KEY); } catch (err) { /* nothing stored */ }
     showTokenState();
@@ -260,7 +263,8 @@
     if (running) return;
     const box = $("result");
     const option = languageSelect.selectedOptions[0];
-    const token = storedToken() || tokenInput.value.trim();
+    rememberInput();
+    const token = tokenInput.value.trim() || storedToken();
     if (!option) { showError(box, { code: "NO_RUNTIME", message: "pick a language first" }); return; }
     if (!token) {
       showError(box, { code: "TOKEN_MISSING", message: "paste your API token above, or request one below" });

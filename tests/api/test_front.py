@@ -319,3 +319,23 @@ def test_auto_mode_mails_the_token(data_dir: Path, smtp: Any) -> None:
     ((to, message),) = inbox.messages
     assert to == ["ada@example.org"]
     assert token in message.get_payload(decode=True).decode()
+
+
+def test_approve_refuses_when_the_token_name_is_taken(api: Api, data_dir: Path) -> None:
+    _ask(api)
+    pesto_cli("token", "create", "--name", "request:ada@example.org", "--data-dir", str(data_dir))
+    out = pesto_cli("token", "approve", "1", "--data-dir", str(data_dir), check=False)
+    assert out.returncode == 1 and "already called 'request:ada@example.org'" in out.stderr
+    (request,) = _requests(data_dir)
+    assert request.status == "pending" and request.token_id is None     # nothing half-done
+
+
+def test_limits_count_an_ipv6_client_by_its_64() -> None:
+    from pesto.api.front import address_key
+
+    assert address_key("192.0.2.7") == "192.0.2.7"
+    assert address_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::9") \
+        == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
+    assert address_key("testclient") == "testclient"

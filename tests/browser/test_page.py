@@ -213,3 +213,17 @@ def test_bad_form_shows_the_error(pages: Any, server: Any) -> None:
     assert "name: control characters are not allowed" in page.inner_text("#request-result")
     listing = server.cli("token", "requests").stdout
     assert "bob@example.org" not in listing
+
+
+def test_token_pasted_once_is_remembered_across_visits(pages: Any) -> None:
+    page = pages.open()
+    page.fill("#token", "pesto_pasted")
+    page.keyboard.press("Tab")                     # leaving the field keeps it
+    page.reload()
+    page.wait_for_selector("#token-state:has-text('remembered')")
+    assert page.input_value("#token") == "pesto_pasted"
+    assert page.evaluate(f"localStorage.getItem('{TOKEN_KEY}')") == "pesto_pasted"
+    assert "pesto_pasted" not in page.url
+    page.click("#token-forget")
+    assert page.evaluate(f"localStorage.getItem('{TOKEN_KEY}')") is None
+    assert page.input_value("#token") == ""
