@@ -146,6 +146,12 @@ def _limit(value: int | None, unit: str = "") -> str:
     return "none" if value is None else f"{value}{unit}"
 
 
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
 def cmd_token_list(args: argparse.Namespace) -> int:
     from pesto.store import utcnow
 
@@ -156,9 +162,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     rows = [(t.name, t.created_at, t.last_used_at or "-", _limit(t.rate_limit),
              _limit(t.monthly_limit), _limit(t.max_concurrency), str(t.month_executions),
              t.revoked_at or "no") for t in tokens]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    _print_table(header, rows)
     return 0
 
 
@@ -209,9 +213,7 @@ def cmd_token_requests(args: argparse.Namespace) -> int:
     rows = [(str(r.id), r.status, r.created_at, _one_line(r.name, 30), r.email, r.address,
              _one_line(r.purpose + (f" [rejected: {r.reason}]" if r.reason else ""), 60))
             for r in found]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    _print_table(header, rows)
     return 0
 
 

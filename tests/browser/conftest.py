@@ -13,14 +13,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import httpx
 import pytest
 
-from tests.api.conftest import REPO, free_port
+from tests.api.conftest import REPO, Server
 from tests.conftest import UID_BASE
 
 CHROMIUM = "/usr/bin/chromium"
@@ -40,52 +38,22 @@ def _why_not() -> str | None:
     return None
 
 
-class PageServer:
-    """`pesto serve` on a free port with its own data dir and uids."""
+class PageServer(Server):
+    """`pesto serve` (tests/api's Server) with its own uids and config, plus its CLI."""
 
-    def __init__(self, root: Path, **settings: str) -> None:
-        self.data_dir = root / "data"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = root / f"serve-{self.port}.log"
-        env = {**os.environ, "PESTO_UID_BASE": str(BROWSER_UIDS[0]),
-               "PESTO_UID_COUNT": str(BROWSER_UIDS[1])}
-        env.update({"PESTO_" + k.upper(): v for k, v in settings.items()})
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pesto.cli", "serve", "--data-dir", str(self.data_dir),
-             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2"],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
-        self.env = env
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError("pesto serve did not start: " + self.log_path.read_text())
-            time.sleep(0.1)
+    def __init__(self, root: Path, config: str) -> None:
+        (root / "pesto.toml").write_text(config)
+        self.config = str(root / "pesto.toml")
+        super().__init__(root / "data", "--workers", "2", "--config", self.config,
+                         uids=BROWSER_UIDS)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """A `pesto token ...` command against this server's data dir; must succeed."""
-        proc = subprocess.run([sys.executable, "-m", "pesto.cli", *args, "--data-dir",
-                               str(self.data_dir)], capture_output=True, text=True, timeout=60,
-                              cwd=REPO, env=self.env)
+        proc = subprocess.run([sys.executable, "-m", "pesto.cli", "--config", self.config, *args,
+                               "--data-dir", str(self.data_dir)], capture_output=True, text=True,
+                              timeout=60, cwd=REPO)
         assert proc.returncode == 0, proc.stderr
         return proc
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +62,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PageServer]:
     if why:
         pytest.skip(why)
     # A short default run timeout: the timeout test waits for it.
-    running = PageServer(tmp_path_factory.mktemp("browser"), run_timeout_default="1500")
+    running = PageServer(tmp_path_factory.mktemp("browser"), "run_timeout_default = 1500\n")
     yield running
     running.stop()
 
