@@ -38,6 +38,15 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
                          **overrides)
 
 
+def _limit_flags(parser: argparse.ArgumentParser, default: str = "") -> None:
+    parser.add_argument("--rate-limit", type=_positive, metavar="PER_MINUTE",
+                        help="requests per minute" + default)
+    parser.add_argument("--monthly-limit", type=_positive, metavar="N",
+                        help="executions per calendar month (UTC)" + default)
+    parser.add_argument("--max-concurrency", type=_positive, metavar="N",
+                        help="jobs queued or running at once" + default)
+
+
 def add_commands(subparsers: Any) -> None:
     """Add `serve` and `token` to the main CLI's subparsers."""
     serve = subparsers.add_parser("serve", help="run the HTTP API server")
@@ -58,12 +67,7 @@ def add_commands(subparsers: Any) -> None:
     create = token_sub.add_parser("create", help="create a token and print it once (last line)")
     _common(create)
     create.add_argument("--name", required=True, help="unique name of the token")
-    create.add_argument("--rate-limit", type=_positive, metavar="PER_MINUTE",
-                        help="requests per minute")
-    create.add_argument("--monthly-limit", type=_positive, metavar="N",
-                        help="executions per calendar month (UTC)")
-    create.add_argument("--max-concurrency", type=_positive, metavar="N",
-                        help="jobs queued or running at once")
+    _limit_flags(create)
     create.set_defaults(func=cmd_token_create)
     listing = token_sub.add_parser("list", help="list tokens with limits and usage")
     _common(listing)
@@ -187,12 +191,7 @@ def _request_commands(token_sub: Any) -> None:
         "approve", help="issue the token of a request (the visitor claims it on the page)")
     _common(approve)
     approve.add_argument("id", type=_positive, help="the request's ID (pesto token requests)")
-    approve.add_argument("--rate-limit", type=_positive, metavar="PER_MINUTE",
-                         help="requests per minute (default: trial_rate_limit)")
-    approve.add_argument("--monthly-limit", type=_positive, metavar="N",
-                         help="executions per calendar month (default: trial_monthly_limit)")
-    approve.add_argument("--max-concurrency", type=_positive, metavar="N",
-                         help="jobs queued or running at once (default: trial_max_concurrency)")
+    _limit_flags(approve, " (default: the trial_* setting)")
     approve.set_defaults(func=cmd_token_approve)
     reject = token_sub.add_parser("reject", help="decline a request")
     _common(reject)
