@@ -270,7 +270,8 @@
       showError(box, { code: "TOKEN_MISSING", message: "paste your API token above, or request one below" });
       return;
     }
-    const args = $("args").value === "" ? [] : $("args").value.split("\n");
+    const argText = $("args").value.replace(/\n$/, "");   // a last newline adds no argument
+    const args = argText === "" ? [] : argText.split("\n");
     const body = {
       language: option.dataset.language,
       version: option.dataset.version,
@@ -293,7 +294,9 @@
 
   $("run-form").addEventListener("submit", (event) => { event.preventDefault(); run(); });
   document.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+    // Ctrl+Enter runs, except while writing a token request.
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey) &&
+        !$("request").contains(document.activeElement)) {
       event.preventDefault();
       run();
     }

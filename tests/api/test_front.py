@@ -57,6 +57,8 @@ def test_page_and_files_carry_security_headers(api: Api) -> None:
         assert r.headers["referrer-policy"] == "no-referrer"
     assert api.get("/", token=None).headers["content-type"].startswith("text/html")
     assert api.get("/web/app.js", token=None).headers["content-type"].startswith("text/javascript")
+    for link in ("/schema", "/schema/openapi.json"):          # the page's links
+        assert api.get(link, token=None).status_code == 200
     assert_error(api.get("/web/../pesto/store.py", token=None), 404, "NOT_FOUND")
     assert_error(api.get("/web/missing.js", token=None), 404, "NOT_FOUND")
 

@@ -68,7 +68,7 @@ def test_runs_python_reading_stdin_with_ctrl_enter(pages: Any, secret: str) -> N
     _write_code(page, "import sys\nname = sys.stdin.readline().strip()\n"
                       "print('hello,', name, sys.argv[1:])\nprint('oops', file=sys.stderr)\n")
     page.fill("#stdin", "pesto\n")
-    page.fill("#args", "a b\nc")
+    page.fill("#args", "a b\nc\n")
     page.focus("#code")
     page.keyboard.press("Control+Enter")
     run = _stage(page, "Run")
