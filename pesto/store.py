@@ -30,7 +30,7 @@ import sqlite3
 import stat
 import time
 from pathlib import Path
-from typing import Any
+from typing import Callable, TypeVar
 
 import aiosqlite
 import attrs
@@ -42,6 +42,7 @@ CHECKPOINT_EVERY = 200      # loop-thread writes between background checkpoints 
 PURGE_BATCH = 500           # jobs deleted per statement: the write lock is held briefly
 
 log = logging.getLogger("pesto.store")
+_T = TypeVar("_T")
 
 
 class JobStatus(str, enum.Enum):
@@ -286,7 +287,6 @@ class Store:
         self._token_hashes: dict[int, str] = {}
         self._tokens_month = ""
         self._data_version = -1
-        self._tx_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, data_dir: Path) -> "Store":
@@ -456,31 +456,42 @@ class Store:
 
     # --- token requests ---------------------------------------------------------
 
-    # Cold paths (a form post, a claim, an operator command): aiosqlite's
-    # thread, and every change that touches two rows in one transaction.
+    # Cold paths (a form post, a claim, an operator command). Reads and
+    # single statements go to aiosqlite's thread; a change of several
+    # statements runs whole in a worker thread (`_write`).
 
-    async def _transaction(self, work: Any) -> Any:
-        """Run `await work()` inside BEGIN IMMEDIATE; commit, or roll back on any exception.
+    async def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `work(conn)` as one transaction (BEGIN IMMEDIATE .. COMMIT, or
+        ROLLBACK on any exception) on a short-lived connection in a worker thread.
 
-        The lock keeps two coroutines from opening transactions on the one
-        aiosqlite connection at once (SQLite has no nested BEGIN).
+        Not on aiosqlite's connection: a transaction there would span several
+        steps of the event loop, and a job insert on the loop's own
+        connection meanwhile would block the loop in busy_timeout waiting for
+        a lock that only the next loop step could release. Here the
+        transaction holds the write lock only while its statements run.
         """
-        async with self._tx_lock:
-            return await self._transaction_locked(work)
+        def run() -> _T:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+            try:
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA wal_autocheckpoint=0")    # checkpoints are _run_checkpoint's
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+                return result
+            finally:
+                conn.close()
 
-    async def _transaction_locked(self, work: Any) -> Any:
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
-            result = await work()
-        except BaseException:
-            await self._db.execute("ROLLBACK")
-            raise
-        await self._db.execute("COMMIT")
-        return result
+        return await asyncio.to_thread(run)
 
-    async def _insert_token(self, name: str, token_hash: str, limits: dict[str, int | None],
-                            now: str) -> int:
-        cur = await self._db.execute(
+    @staticmethod
+    def _insert_token(conn: sqlite3.Connection, name: str, token_hash: str,
+                      limits: dict[str, int | None], now: str) -> int:
+        cur = conn.execute(
             "INSERT INTO tokens (name, hash, created_at, rate_limit, monthly_limit, max_concurrency)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (name, token_hash, now, limits.get("rate_limit"), limits.get("monthly_limit"),
@@ -497,37 +508,34 @@ class Store:
         the same transaction and the request is stored already `claimed` (the
         `auto` mode: the caller shows the token at once). Raises
         RequestRefused("duplicate") when the email has a request that was not
-        rejected, RequestRefused("full") when `max_pending` requests wait.
+        rejected (or a live token has the token name), RequestRefused("full")
+        when `max_pending` requests wait.
         """
         now = utcnow()
+        done = None if issue is None else now
+        status = "pending" if issue is None else "claimed"
 
-        async def work() -> TokenRequest:
+        def work(conn: sqlite3.Connection) -> TokenRequest:
             if issue is None:
-                async with self._db.execute(
-                        "SELECT count(*) FROM token_requests WHERE status = 'pending'") as cur:
-                    (pending,) = await cur.fetchone()
+                (pending,) = conn.execute(
+                    "SELECT count(*) FROM token_requests WHERE status = 'pending'").fetchone()
                 if pending >= max_pending:
                     raise RequestRefused("full")
-            token_id = None
-            status = "pending" if issue is None else "claimed"
             try:
-                # A live token with the request's token name is a duplicate too.
-                if issue is not None:
-                    token_id = await self._insert_token(issue[0], issue[1], issue[2], now)
-                cur = await self._db.execute(
+                token_id = None if issue is None else self._insert_token(conn, *issue, now)
+                cur = conn.execute(
                     "INSERT INTO token_requests (name, email, purpose, address, claim_hash,"
                     " public_key, status, created_at, decided_at, token_id, claimed_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (name, email, purpose, address, claim_hash, public_key, status, now,
-                     None if issue is None else now, token_id, None if issue is None else now))
+                    (name, email, purpose, address, claim_hash, public_key, status, now, done,
+                     token_id, done))
             except sqlite3.IntegrityError:
                 raise RequestRefused("duplicate") from None
             return TokenRequest(id=cur.lastrowid, name=name, email=email, purpose=purpose,
                                 address=address, status=status, created_at=now,
-                                decided_at=None if issue is None else now, token_id=token_id,
-                                claimed_at=None if issue is None else now)
+                                decided_at=done, token_id=token_id, claimed_at=done)
 
-        return await self._transaction(work)
+        return await self._write(work)
 
     async def token_requests(self, pending_only: bool = False) -> list[TokenRequest]:
         """Every token request (or the pending ones), oldest first."""
@@ -554,22 +562,20 @@ class Store:
         """
         now = utcnow()
 
-        async def work() -> bool:
-            async with self._db.execute(
-                    "SELECT 1 FROM token_requests WHERE id = ? AND status = 'pending'",
-                    (request_id,)) as cur:
-                if await cur.fetchone() is None:
-                    return False
+        def work(conn: sqlite3.Connection) -> bool:
+            if conn.execute("SELECT 1 FROM token_requests WHERE id = ? AND status = 'pending'",
+                            (request_id,)).fetchone() is None:
+                return False
             try:
-                token_id = await self._insert_token(token_name, token_hash, limits, now)
+                token_id = self._insert_token(conn, token_name, token_hash, limits, now)
             except sqlite3.IntegrityError:
                 raise RequestRefused("duplicate") from None
-            await self._db.execute(
+            conn.execute(
                 "UPDATE token_requests SET status = 'approved', decided_at = ?, token_id = ?,"
                 " sealed = ? WHERE id = ?", (now, token_id, sealed, request_id))
             return True
 
-        return await self._transaction(work)
+        return await self._write(work)
 
     async def reject_token_request(self, request_id: int, reason: str | None) -> bool:
         """Reject a pending request; False when it is not pending."""
@@ -591,19 +597,18 @@ class Store:
         In one transaction, so two claims racing cannot both get it; the
         sealed copy leaves the database as it is handed over.
         """
-        async def work() -> bytes | None:
-            async with self._db.execute(
-                    "SELECT sealed FROM token_requests WHERE claim_hash = ? AND status = 'approved'",
-                    (claim_hash,)) as cur:
-                row = await cur.fetchone()
+        def work(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT sealed FROM token_requests WHERE claim_hash = ? AND status = 'approved'",
+                (claim_hash,)).fetchone()
             if row is None:
                 return None
-            await self._db.execute(
+            conn.execute(
                 "UPDATE token_requests SET status = 'claimed', claimed_at = ?, sealed = NULL"
                 " WHERE claim_hash = ?", (utcnow(), claim_hash))
             return row[0]
 
-        return await self._transaction(work)
+        return await self._write(work)
 
     # --- jobs -------------------------------------------------------------------
 

@@ -341,3 +341,23 @@ def test_limits_count_an_ipv6_client_by_its_64() -> None:
         == "2001:db8:1:2::/64"
     assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
     assert address_key("testclient") == "testclient"
+
+
+def test_form_posts_and_jobs_at_once_all_succeed(data_dir: Path) -> None:
+    # A request's transaction must never hold the write lock across steps of
+    # the loop, or a job insert on the loop's connection would wait for it.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with running_app(data_dir, token_requests_per_hour=100) as api:
+        def form(n: int) -> int:
+            return _ask(api, {**FORM, "email": f"u{n}@example.org"}).status_code
+
+        def job(n: int) -> int:
+            return api.post("/api/execute", {"language": "python", "code": f"print({n})"}).status_code
+
+        with ThreadPoolExecutor(16) as pool:
+            forms = [pool.submit(form, n) for n in range(24)]
+            jobs = [pool.submit(job, n) for n in range(24)]
+            assert [f.result() for f in forms] == [201] * 24
+            assert [j.result() for j in jobs] == [200] * 24
+    assert len(_requests(data_dir)) == 24
