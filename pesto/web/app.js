@@ -43,9 +43,12 @@
     box.replaceChildren();
     const p = el("p", "error");
     p.setAttribute("role", "alert");
-    p.append(el("strong", "", body.code), document.createTextNode(": " + body.message));
+    const details = Array.isArray(body.details) && body.details.length;
+    // With details (one line per bad field) the list says it all.
+    p.append(el("strong", "", body.code),
+      document.createTextNode(details ? ": please fix:" : ": " + body.message));
     box.append(p);
-    if (Array.isArray(body.details)) {
+    if (details) {
       const ul = el("ul", "error");
       for (const d of body.details) ul.append(el("li", "", d));
       box.append(ul);
