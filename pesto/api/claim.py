@@ -77,8 +77,7 @@ def open_sealed(sealed: bytes, code: str) -> str:
     return ChaCha20Poly1305(key).decrypt(_NONCE, box, None).decode()
 
 
-def send_token_email(smtp_url: str, sender: str, to: str, name: str, token: str,
-                     base_url: str | None = None) -> None:
+def send_token_email(smtp_url: str, sender: str, to: str, name: str, token: str) -> None:
     """Mail a newly issued token. Raises OSError / smtplib.SMTPException on failure.
 
     smtp_url: smtp://[user:password@]host[:port] (STARTTLS when the server
@@ -91,9 +90,8 @@ def send_token_email(smtp_url: str, sender: str, to: str, name: str, token: str,
     message["From"] = sender
     message["To"] = to
     message["Subject"] = "Your Pesto API token"
-    where = f" at {base_url}" if base_url else ""
     message.set_content(
-        f"Hello {name},\n\nyour request for a Pesto API token{where} was approved.\n"
+        f"Hello {name},\n\nyour request for a Pesto API token was approved.\n"
         f"Send this token as the X-Pesto-Token header:\n\n{token}\n\n"
         "Keep it secret; it is not stored anywhere in readable form.\n")
     context = ssl.create_default_context()

@@ -91,11 +91,12 @@ async def web_file(name: FromPath[str]) -> Response[bytes]:
     return _page(name)
 
 
-@get("/web/samples.json", include_in_schema=False)
-async def samples(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """The hello-world program of each installed runtime (its language folder's test file)."""
+@get("/web/page.json", include_in_schema=False)
+async def page_data(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """What the page needs besides /api/runtimes: the token_requests mode, and the
+    hello-world program of each installed runtime (its language folder's test file)."""
     state = request.app.state
-    body = getattr(state, "front_samples", None)
+    body = getattr(state, "front_page_data", None)
     if body is None:
         out = []
         for r in state.pesto.engine.registry.installed:
@@ -104,7 +105,8 @@ async def samples(request: Request[Any, Any, Any]) -> Response[bytes]:
             except (OSError, UnicodeDecodeError):
                 code = ""
             out.append({"language": r.language, "version": r.version, "code": code})
-        body = state.front_samples = _encode({"samples": out})
+        body = state.front_page_data = _encode(
+            {"tokenRequests": state.pesto.settings.token_requests, "samples": out})
     return Response(body, media_type="application/json", headers=SECURITY_HEADERS)
 
 
@@ -339,4 +341,4 @@ async def claim_token(request: Request[Any, Any, Any]) -> Response[bytes]:
     return _json({"status": "claimed", "token": token})
 
 
-ROUTES = [index, web_file, samples, request_token, claim_token]
+ROUTES = [index, web_file, page_data, request_token, claim_token]

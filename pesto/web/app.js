@@ -182,9 +182,10 @@
 
   async function loadRuntimes() {
     const list = $("runtimes");
-    const [runtimes, sampleList] = await Promise.all([api("/api/runtimes"), api("/web/samples.json")]);
-    if (sampleList.ok) {
-      for (const s of sampleList.body.samples) samples.set(key(s.language, s.version), s.code);
+    const [runtimes, pageData] = await Promise.all([api("/api/runtimes"), api("/web/page.json")]);
+    if (pageData.ok) {
+      for (const s of pageData.body.samples) samples.set(key(s.language, s.version), s.code);
+      showRequestMode(pageData.body.tokenRequests);
     }
     list.replaceChildren();
     if (!runtimes.ok) {
@@ -306,6 +307,17 @@
   });
 
   // --- token request and claim ---------------------------------------------
+
+  function showRequestMode(mode) {
+    const note = $("request-mode");
+    if (mode === "off") {
+      $("request-form").hidden = true;
+      $("request-intro").hidden = true;
+      note.textContent = "This server does not take token requests: ask its operator for a token.";
+    } else if (mode === "auto") {
+      note.textContent = "This server gives you a trial token at once.";
+    }
+  }
 
   function showSecret(box, intro, label, value, extra) {
     box.replaceChildren();

@@ -46,7 +46,7 @@ def _approve(data_dir: Path, request_id: int, *extra: str) -> str:
 # --- the page -------------------------------------------------------------------
 
 def test_page_and_files_carry_security_headers(api: Api) -> None:
-    for path in ("/", "/web/app.js", "/web/style.css", "/web/favicon.svg", "/web/samples.json"):
+    for path in ("/", "/web/app.js", "/web/style.css", "/web/favicon.svg", "/web/page.json"):
         r = api.get(path, token=None)
         assert r.status_code == 200, path
         csp = r.headers["content-security-policy"]
@@ -75,7 +75,9 @@ def test_page_files_have_no_inline_code_and_no_other_origin() -> None:
 
 
 def test_samples_are_the_language_folders_test_programs(api: Api) -> None:
-    samples = api.get("/web/samples.json", token=None).json()["samples"]
+    data = api.get("/web/page.json", token=None).json()
+    assert data["tokenRequests"] == "review"
+    samples = data["samples"]
     installed = api.services.engine.registry.installed
     assert len(samples) == len(installed) > 0
     for sample, runtime in zip(samples, installed):

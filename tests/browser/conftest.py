@@ -24,8 +24,9 @@ from tests.conftest import UID_BASE
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-# Uids of the browser tests' server: just past tests/conftest.py's block of 500.
+# Uids of the browser tests' servers: just past tests/conftest.py's block of 500.
 BROWSER_UIDS = (UID_BASE + 500, 16)
+SECOND_UIDS = (UID_BASE + 516, 4)
 
 
 def _why_not() -> str | None:
@@ -41,11 +42,11 @@ def _why_not() -> str | None:
 class PageServer(Server):
     """`pesto serve` (tests/api's Server) with its own uids and config, plus its CLI."""
 
-    def __init__(self, root: Path, config: str) -> None:
+    def __init__(self, root: Path, config: str, uids: tuple[int, int] = BROWSER_UIDS) -> None:
         (root / "pesto.toml").write_text(config)
         self.config = str(root / "pesto.toml")
         super().__init__(root / "data", "--workers", "2", "--config", self.config,
-                         uids=BROWSER_UIDS)
+                         uids=uids)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """A `pesto token ...` command against this server's data dir; must succeed."""

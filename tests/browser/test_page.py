@@ -227,3 +227,17 @@ def test_token_pasted_once_is_remembered_across_visits(pages: Any) -> None:
     page.click("#token-forget")
     assert page.evaluate(f"localStorage.getItem('{TOKEN_KEY}')") is None
     assert page.input_value("#token") == ""
+
+
+def test_form_is_hidden_when_requests_are_off(browser: Any, tmp_path: Any) -> None:
+    from tests.browser.conftest import SECOND_UIDS, PageServer
+
+    server = PageServer(tmp_path, 'token_requests = "off"\n', uids=SECOND_UIDS)
+    try:
+        page = browser.new_page()
+        page.goto(server.url + "/")
+        page.wait_for_selector("#request-mode:has-text('does not take token requests')")
+        assert not page.locator("#request-form").is_visible()
+        page.close()
+    finally:
+        server.stop()
