@@ -241,3 +241,27 @@ def test_form_is_hidden_when_requests_are_off(browser: Any, tmp_path: Any) -> No
         page.close()
     finally:
         server.stop()
+
+
+def test_csp_blocks_inline_code_and_other_origins(pages: Any) -> None:
+    # Even HTML that got onto the page some other way runs nothing: the
+    # browser enforces the page's policy.
+    page = pages.open()
+    failed: dict[str, str] = {}
+    page.on("requestfailed", lambda r: failed.__setitem__(r.url, r.failure or ""))
+    page.evaluate("""() => {
+        document.body.insertAdjacentHTML('beforeend',
+            '<img src="http://pesto-elsewhere.example/x.png">' +
+            '<img src="/no-such-image" onerror="window.__inline = 1">' +
+            '<div id="styled" style="position: fixed; color: rgb(255, 0, 0)">x</div>');
+        const s = document.createElement('script');
+        s.textContent = 'window.__inline = 2';
+        document.body.append(s);
+    }""")
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__inline") is None
+    assert page.eval_on_selector("#styled", "e => getComputedStyle(e).color") != "rgb(255, 0, 0)"
+    assert any("Content Security Policy" in p for p in pages.problems)
+    # Refused by the policy itself (not by a failed name lookup).
+    assert failed.get("http://pesto-elsewhere.example/x.png") == "csp", failed
+    pages.problems.clear()      # the violations above were the point
