@@ -324,9 +324,9 @@
     box.append(el("p", "", intro));
     const row = el("div", "secret");
     row.append(el("span", "label", label));
-    const code = el("code", "secret-value", value);
-    code.tabIndex = 0;
-    row.append(code);
+    const shown = el("code", "secret-value", value);
+    shown.tabIndex = 0;        // reachable by keyboard, to select and copy
+    row.append(shown);
     box.append(row);
     if (extra) box.append(extra);
   }
