@@ -48,8 +48,8 @@ def test_loads_with_runtimes_sample_and_links(pages: Any, server: Any) -> None:
     # Python is picked first and its hello-world fills the editor.
     assert page.eval_on_selector("#language", "s => s.selectedOptions[0].dataset.language") == "Python"
     assert "Hello world" in page.input_value("#code")
-    assert page.inner_text("#gutter").split() == ["1"] * 0 + [
-        str(n) for n in range(1, page.input_value("#code").count("\n") + 2)]
+    lines = page.input_value("#code").count("\n") + 1
+    assert page.inner_text("#gutter").split() == [str(n) for n in range(1, lines + 1)]
     # Another language's sample replaces an untouched sample.
     c = page.eval_on_selector_all("#language option", "os => os.filter(o => o.dataset.language === 'C')"
                                                       ".map(o => o.value)")
