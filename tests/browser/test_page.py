@@ -265,3 +265,30 @@ def test_csp_blocks_inline_code_and_other_origins(pages: Any) -> None:
     # Refused by the policy itself (not by a failed name lookup).
     assert failed.get("http://pesto-elsewhere.example/x.png") == "csp", failed
     pages.problems.clear()      # the violations above were the point
+
+
+def test_keyboard_alone_reaches_everything_and_runs(pages: Any, secret: str) -> None:
+    page = pages.open()
+    order = []
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        element = page.evaluate("document.activeElement.id || document.activeElement.tagName")
+        if element == "code":
+            page.keyboard.press("Escape")       # the editor keeps Tab; Esc lets it go
+        order.append(element)
+        if element == "claim-send":
+            break
+    expected = ["token", "token-save", "token-forget", "language", "code", "stdin", "args", "run",
+                "req-name", "req-email", "req-purpose", "req-send", "claim-code", "claim-send"]
+    assert [e for e in order if e in expected] == expected, order
+    # Type a token and run, keys only.
+    page.focus("#token")
+    page.keyboard.type(secret)
+    page.keyboard.press("Tab")               # leaving the field remembers it
+    page.focus("#code")
+    page.keyboard.press("Control+a")
+    page.keyboard.type("print(6 * 7)")
+    page.keyboard.press("Control+Enter")
+    run = _stage(page, "Run")
+    run.wait_for()
+    assert run.locator(".out-stdout").inner_text() == "42\n"
