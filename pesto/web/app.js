@@ -165,16 +165,26 @@
   // --- runtimes and samples ------------------------------------------------
 
   const languageSelect = $("language");
+  const versionSelect = $("version");
+  const versions = new Map();     // language -> its versions, newest first
   const samples = new Map();      // "language version" -> code
   let sampleShown = "";           // the sample now in the editor, unchanged
 
   function key(language, version) { return language + " " + version; }
 
+  function fillVersions() {
+    versionSelect.replaceChildren();
+    for (const v of versions.get(languageSelect.value) || []) {
+      const option = el("option", "", v);
+      option.value = v;
+      versionSelect.append(option);
+    }
+  }
+
   function fillSample() {
-    const option = languageSelect.selectedOptions[0];
-    if (!option) return;
+    if (!languageSelect.value || !versionSelect.value) return;
     if (code.value !== "" && code.value !== sampleShown) return;   // never overwrite the user's code
-    const sample = samples.get(option.value) || "";
+    const sample = samples.get(key(languageSelect.value, versionSelect.value)) || "";
     code.value = sample;
     sampleShown = sample;
     renderGutter();
@@ -199,19 +209,23 @@
       li.append(el("span", "lang", r.language), el("span", "ver", r.version));
       if (r.compiled) li.append(el("span", "tag", "compiled"));
       list.append(li);
-      const option = el("option", "", r.language + " " + r.version);
-      option.value = key(r.language, r.version);
-      option.dataset.language = r.language;
-      option.dataset.version = r.version;
-      languageSelect.append(option);
+      if (!versions.has(r.language)) {
+        versions.set(r.language, []);
+        const option = el("option", "", r.language);
+        option.value = r.language;
+        languageSelect.append(option);
+      }
+      versions.get(r.language).push(r.version);
     }
     if (!rows.length) list.append(el("li", "", "No runtime is installed on this server."));
     const python = rows.find((r) => r.language.toLowerCase() === "python");
-    if (python) languageSelect.value = key(python.language, python.version);
+    if (python) languageSelect.value = python.language;
+    fillVersions();
     fillSample();
   }
 
-  languageSelect.addEventListener("change", fillSample);
+  languageSelect.addEventListener("change", () => { fillVersions(); fillSample(); });
+  versionSelect.addEventListener("change", fillSample);
 
   // --- run -------------------------------------------------------------------
 
@@ -266,10 +280,11 @@
   async function run() {
     if (running) return;
     const box = $("result");
-    const option = languageSelect.selectedOptions[0];
+    const language = languageSelect.value;
+    const version = versionSelect.value;
     rememberInput();
     const token = tokenInput.value.trim() || storedToken();
-    if (!option) { showError(box, { code: "NO_RUNTIME", message: "pick a language first" }); return; }
+    if (!language || !version) { showError(box, { code: "NO_RUNTIME", message: "pick a language first" }); return; }
     if (!token) {
       showError(box, { code: "TOKEN_MISSING", message: "paste your API token above, or request one below" });
       return;
@@ -277,8 +292,8 @@
     const argText = $("args").value.replace(/\n$/, "");   // a last newline adds no argument
     const args = argText === "" ? [] : argText.split("\n");
     const body = {
-      language: option.dataset.language,
-      version: option.dataset.version,
+      language: language,
+      version: version,
       code: code.value,
       stdin: $("stdin").value,
       args: args,
