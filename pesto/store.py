@@ -84,6 +84,13 @@ class Job:
     error: str | None = None        # {"code", "message"} as JSON text
 
 
+class RequestStatus(str, enum.Enum):
+    PENDING = "pending"             # waiting for `pesto token approve` or `reject`
+    APPROVED = "approved"           # its token waits, sealed, for the claim
+    REJECTED = "rejected"
+    CLAIMED = "claimed"             # its token was shown (or issued at once, in auto mode)
+
+
 @attrs.frozen
 class TokenRequest:
     """A visitor's request for a token (the form on the page at /)."""
@@ -92,7 +99,7 @@ class TokenRequest:
     email: str                      # lower-cased; unique among requests not rejected
     purpose: str
     address: str                    # the client address it came from
-    status: str                     # pending | approved | rejected | claimed
+    status: RequestStatus
     created_at: str
     decided_at: str | None = None
     reason: str | None = None       # why it was rejected
@@ -234,6 +241,10 @@ def _job(row: sqlite3.Row | tuple) -> Job:
     return Job(id=row[0], token_id=row[1], status=JobStatus(row[2]), request=row[3],
                created_at=row[4], started_at=row[5], finished_at=row[6], result=row[7],
                error=row[8])
+
+
+def _token_request(row: sqlite3.Row | tuple) -> TokenRequest:
+    return TokenRequest(row[0], row[1], row[2], row[3], row[4], RequestStatus(row[5]), *row[6:])
 
 
 def _private_dir(data_dir: Path) -> None:
@@ -513,7 +524,7 @@ class Store:
         """
         now = utcnow()
         done = None if issue is None else now
-        status = "pending" if issue is None else "claimed"
+        status = RequestStatus.PENDING if issue is None else RequestStatus.CLAIMED
 
         def work(conn: sqlite3.Connection) -> TokenRequest:
             if issue is None:
@@ -527,7 +538,7 @@ class Store:
                     "INSERT INTO token_requests (name, email, purpose, address, claim_hash,"
                     " public_key, status, created_at, decided_at, token_id, claimed_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (name, email, purpose, address, claim_hash, public_key, status, now, done,
+                    (name, email, purpose, address, claim_hash, public_key, status.value, now, done,
                      token_id, done))
             except sqlite3.IntegrityError:
                 raise RequestRefused("duplicate") from None
@@ -543,7 +554,7 @@ class Store:
         async with self._db.execute(
                 f"SELECT {_REQUEST_COLUMNS} FROM token_requests{where} ORDER BY id") as cur:
             rows = await cur.fetchall()
-        return [TokenRequest(*row) for row in rows]
+        return [_token_request(row) for row in rows]
 
     async def token_request(self, request_id: int) -> tuple[TokenRequest, bytes] | None:
         """A request and its public key, or None."""
@@ -551,7 +562,7 @@ class Store:
                 f"SELECT {_REQUEST_COLUMNS}, public_key FROM token_requests WHERE id = ?",
                 (request_id,)) as cur:
             row = await cur.fetchone()
-        return None if row is None else (TokenRequest(*row[:-1]), row[-1])
+        return None if row is None else (_token_request(row[:-1]), row[-1])
 
     async def approve_token_request(self, request_id: int, token_name: str, token_hash: str,
                                     sealed: bytes, limits: dict[str, int | None]) -> bool:
@@ -589,7 +600,7 @@ class Store:
                 f"SELECT {_REQUEST_COLUMNS} FROM token_requests WHERE claim_hash = ?",
                 (claim_hash,)) as cur:
             row = await cur.fetchone()
-        return None if row is None else TokenRequest(*row)
+        return None if row is None else _token_request(row)
 
     async def take_sealed_token(self, claim_hash: str) -> bytes | None:
         """Mark an approved request claimed and hand over its sealed token, once.

@@ -209,7 +209,7 @@ def cmd_token_requests(args: argparse.Namespace) -> int:
     settings = _settings(args)
     found = asyncio.run(_with_store(settings, lambda s: s.token_requests(args.pending)))
     header = ("ID", "STATUS", "CREATED", "NAME", "EMAIL", "ADDRESS", "PURPOSE")
-    rows = [(str(r.id), r.status, r.created_at, _one_line(r.name, 30), r.email, r.address,
+    rows = [(str(r.id), r.status.value, r.created_at, _one_line(r.name, 30), r.email, r.address,
              _one_line(r.purpose + (f" [rejected: {r.reason}]" if r.reason else ""), 60))
             for r in found]
     _print_table(header, rows)
@@ -220,6 +220,7 @@ def cmd_token_approve(args: argparse.Namespace) -> int:
     from pesto.api import claim
     from pesto.api.auth import hash_token, new_token
     from pesto.api.front import token_name, trial_limits
+    from pesto.store import RequestRefused, RequestStatus
 
     settings = _settings(args)
     limits = trial_limits(settings)
@@ -235,14 +236,12 @@ def cmd_token_approve(args: argparse.Namespace) -> int:
             return "no token request with ID %d" % args.id
         request, public_key = found
         emails.append(request.email)
-        if request.status != "pending":
-            return f"token request {args.id} is {request.status}, not pending"
+        if request.status is not RequestStatus.PENDING:
+            return f"token request {args.id} is {request.status.value}, not pending"
         done = await store.approve_token_request(
             args.id, token_name(request.email), hash_token(secret),
             claim.seal(secret, public_key), limits)
         return request if done else f"token request {args.id} is no longer pending"
-
-    from pesto.store import RequestRefused
 
     try:
         request = asyncio.run(_with_store(settings, approve))

@@ -39,7 +39,7 @@ from pesto.api.schema import errors, ok
 from pesto.errors import (ClaimGone, DuplicateRequest, InvalidRequest, NotFound, PestoError,
                           RateLimited, RequestTooLarge, TokenRequestsOff, TooManyPending,
                           UnsupportedMediaType)
-from pesto.store import RequestRefused
+from pesto.store import RequestRefused, RequestStatus
 
 log = logging.getLogger("pesto.api")
 
@@ -324,11 +324,11 @@ async def claim_token(request: Request[Any, Any, Any]) -> Response[bytes]:
     found = await services.store.request_by_claim(digest)
     if found is None:
         raise NotFound("no token request has this claim code")
-    if found.status == "pending":
+    if found.status is RequestStatus.PENDING:
         return _json({"status": "pending"})
-    if found.status == "rejected":
+    if found.status is RequestStatus.REJECTED:
         return _json({"status": "rejected", "reason": found.reason})
-    if found.status == "claimed":
+    if found.status is RequestStatus.CLAIMED:
         raise ClaimGone("the token of this request was already shown; "
                         "ask the operator for a new one if it is lost")
     sealed = await services.store.take_sealed_token(digest)

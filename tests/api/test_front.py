@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pesto.api import claim
-from pesto.store import DB_NAME, MIGRATIONS, Store
+from pesto.store import DB_NAME, MIGRATIONS, RequestStatus, Store
 from tests.api.conftest import Api, assert_error, free_port, pesto_cli, running_app
 
 FORM = {"name": "Ada", "email": "Ada@Example.org", "purpose": "a course on engines"}
@@ -95,7 +95,7 @@ def test_request_approve_claim_once_and_run(api: Api) -> None:
     assert r.json() == {"status": "pending", "claimCode": code}
     assert _claim(api, code).json() == {"status": "pending"}
     (request,) = _requests(api.data_dir, pending_only=True)
-    assert (request.name, request.email, request.status) == ("Ada", "ada@example.org", "pending")
+    assert (request.name, request.email, request.status) == ("Ada", "ada@example.org", RequestStatus.PENDING)
 
     out = _approve(api.data_dir, request.id, "--monthly-limit", "7", "--rate-limit", "30")
     assert "ada@example.org" in out
@@ -218,7 +218,7 @@ def test_auto_issues_a_trial_token_at_once(data_dir: Path) -> None:
         assert_error(api.post("/api/execute", code, token=token), 429, "QUOTA_EXCEEDED")
         assert_error(_ask(api), 409, "DUPLICATE_REQUEST")
     (request,) = _requests(data_dir)
-    assert request.status == "claimed" and request.token_id is not None
+    assert request.status is RequestStatus.CLAIMED and request.token_id is not None
 
 
 def test_auto_stores_nothing_when_the_token_cannot_be_made(data_dir: Path) -> None:
@@ -331,7 +331,7 @@ def test_approve_refuses_when_the_token_name_is_taken(api: Api, data_dir: Path) 
     out = pesto_cli("token", "approve", "1", "--data-dir", str(data_dir), check=False)
     assert out.returncode == 1 and "already called 'request:ada@example.org'" in out.stderr
     (request,) = _requests(data_dir)
-    assert request.status == "pending" and request.token_id is None     # nothing half-done
+    assert request.status is RequestStatus.PENDING and request.token_id is None   # nothing half-done
 
 
 def test_limits_count_an_ipv6_client_by_its_64() -> None:
