@@ -84,6 +84,12 @@ async def index() -> Response[bytes]:
     return _page("index.html")
 
 
+@get("/docs", include_in_schema=False)
+async def api_docs() -> Response[bytes]:
+    """The API documentation: the OpenAPI document rendered by the page's own script."""
+    return _page("api.html")
+
+
 @get("/web/{name:str}", include_in_schema=False)
 async def web_file(name: FromPath[str]) -> Response[bytes]:
     if name not in _WEB:
@@ -341,4 +347,4 @@ async def claim_token(request: Request[Any, Any, Any]) -> Response[bytes]:
     return _json({"status": "claimed", "token": token})
 
 
-ROUTES = [index, web_file, page_data, request_token, claim_token]
+ROUTES = [index, api_docs, web_file, page_data, request_token, claim_token]

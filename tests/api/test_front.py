@@ -46,7 +46,7 @@ def _approve(data_dir: Path, request_id: int, *extra: str) -> str:
 # --- the page -------------------------------------------------------------------
 
 def test_page_and_files_carry_security_headers(api: Api) -> None:
-    for path in ("/", "/web/app.js", "/web/style.css", "/web/favicon.svg", "/web/page.json"):
+    for path in ("/", "/docs", "/web/api.js", "/web/app.js", "/web/style.css", "/web/favicon.svg", "/web/page.json"):
         r = api.get(path, token=None)
         assert r.status_code == 200, path
         csp = r.headers["content-security-policy"]
@@ -57,7 +57,7 @@ def test_page_and_files_carry_security_headers(api: Api) -> None:
         assert r.headers["referrer-policy"] == "no-referrer"
     assert api.get("/", token=None).headers["content-type"].startswith("text/html")
     assert api.get("/web/app.js", token=None).headers["content-type"].startswith("text/javascript")
-    for link in ("/schema", "/schema/openapi.json"):          # the page's links
+    for link in ("/docs", "/schema", "/schema/openapi.json"):  # the pages' links
         assert api.get(link, token=None).status_code == 200
     assert_error(api.get("/web/../pesto/store.py", token=None), 404, "NOT_FOUND")
     assert_error(api.get("/web/missing.js", token=None), 404, "NOT_FOUND")

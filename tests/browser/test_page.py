@@ -60,7 +60,7 @@ def test_loads_with_runtimes_sample_and_links(pages: Any, server: Any) -> None:
         assert page.input_value("#version") == next(
             r["version"] for r in runtimes if r["language"] == "C")
     hrefs = page.eval_on_selector_all("nav a", "as => as.map(a => a.getAttribute('href'))")
-    assert set(hrefs) == {"/schema", "/schema/openapi.json", "#request"}
+    assert set(hrefs) == {"/docs", "/schema", "#request"}
     assert pages.problems == []     # no script error, no CSP violation
 
 
@@ -293,3 +293,24 @@ def test_keyboard_alone_reaches_everything_and_runs(pages: Any, secret: str) -> 
     run = _stage(page, "Run")
     run.wait_for()
     assert run.locator(".out-stdout").inner_text() == "42\n"
+
+
+def test_api_documentation_lists_every_route(pages: Any, server: Any) -> None:
+    context = pages.browser.new_context()
+    pages.contexts.append(context)
+    page = context.new_page()
+    pages.opened.append(("docs", page))
+    page.on("pageerror", lambda err: pages.problems.append(str(err)))
+    page.goto(server.url + "/docs")
+    page.wait_for_selector(".route")
+    document = httpx.get(server.url + "/schema/openapi.json").json()
+    expected = sorted(f"{method.upper()} {path}" for path, item in document["paths"].items()
+                      for method in item)
+    shown = sorted(" ".join(h.split()[:2]) for h in page.locator(".route h3").all_inner_texts())
+    assert shown == expected
+    execute = page.locator("#post-api-execute")
+    assert "token" in execute.locator("h3").inner_text()
+    fields = execute.locator(".field").all_inner_texts()
+    assert {"language", "code", "stdin", "runTimeout", "stdout", "exitCode", "wallTime"} <= set(fields)
+    assert "token" not in page.locator("#get-api-runtimes h3").inner_text()
+    assert pages.problems == []
