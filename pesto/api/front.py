@@ -197,27 +197,27 @@ async def _small_json(request: Request[Any, Any, Any], limit: int = 16 * 1024) -
 def _text(payload: dict[str, Any], field: str, problems: list[str]) -> str:
     value = payload.get(field)
     if not isinstance(value, str) or not value.strip():
-        problems.append(f"{field}: required")
+        problems.append(f"$.{field}: required")
         return ""
     value = value.strip()
     if len(value) > FIELD_LIMITS[field]:
-        problems.append(f"{field}: at most {FIELD_LIMITS[field]} characters")
+        problems.append(f"$.{field}: at most {FIELD_LIMITS[field]} characters")
     # Control characters (newlines too, except in the free text) would let a
     # request forge lines in the operator's `pesto token requests` output.
     allowed = "\n\t" if field == "purpose" else ""
     if any(unicodedata.category(c) in ("Cc", "Cf") and c not in allowed for c in value):
-        problems.append(f"{field}: control characters are not allowed")
+        problems.append(f"$.{field}: control characters are not allowed")
     return value
 
 
 def parse_token_request(payload: dict[str, Any]) -> tuple[str, str, str]:
     """(name, email lower-cased, purpose) of a form, or InvalidRequest naming every bad field."""
-    problems = [f"{key}: unknown field" for key in payload if key not in FIELD_LIMITS]
+    problems = [f"$.{key}: unknown field" for key in payload if key not in FIELD_LIMITS]
     name = _text(payload, "name", problems)
     email = _text(payload, "email", problems).lower()
     purpose = _text(payload, "purpose", problems)
     if email and not _EMAIL.fullmatch(email):
-        problems.append("email: not an email address")
+        problems.append("$.email: not an email address")
     if problems:
         raise InvalidRequest("the form has problems: " + "; ".join(problems), details=problems)
     return name, email, purpose

@@ -50,7 +50,8 @@
     box.append(p);
     if (details) {
       const ul = el("ul", "error");
-      for (const d of body.details) ul.append(el("li", "", d));
+      // "$.email: not an email address" reads as "email: not an email address".
+      for (const d of body.details) ul.append(el("li", "", String(d).replace(/^\$\./, "")));
       box.append(ul);
     }
   }

@@ -148,15 +148,15 @@ def test_duplicate_email_is_refused_clearly(api: Api, data_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("form, problem", [
-    ({**FORM, "name": "x" * 101}, "name: at most 100 characters"),
-    ({**FORM, "email": "a@" + "b" * 250 + ".org"}, "email: at most 254 characters"),
-    ({**FORM, "purpose": "p" * 2001}, "purpose: at most 2000 characters"),
-    ({**FORM, "name": "  "}, "name: required"),
-    ({**FORM, "email": "not-an-address"}, "email: not an email address"),
-    ({**FORM, "name": "Ada\nApproved: yes"}, "name: control characters are not allowed"),
-    ({**FORM, "name": 5}, "name: required"),
-    ({**FORM, "admin": True}, "admin: unknown field"),
-    ({"name": "Ada"}, "email: required"),
+    ({**FORM, "name": "x" * 101}, "$.name: at most 100 characters"),
+    ({**FORM, "email": "a@" + "b" * 250 + ".org"}, "$.email: at most 254 characters"),
+    ({**FORM, "purpose": "p" * 2001}, "$.purpose: at most 2000 characters"),
+    ({**FORM, "name": "  "}, "$.name: required"),
+    ({**FORM, "email": "not-an-address"}, "$.email: not an email address"),
+    ({**FORM, "name": "Ada\nApproved: yes"}, "$.name: control characters are not allowed"),
+    ({**FORM, "name": 5}, "$.name: required"),
+    ({**FORM, "admin": True}, "$.admin: unknown field"),
+    ({"name": "Ada"}, "$.email: required"),
 ])
 def test_bad_forms_are_refused_and_nothing_is_stored(data_dir: Path, form: dict,
                                                      problem: str) -> None:
