@@ -63,7 +63,23 @@ class Settings:
     memory_min: int = 1024 * 1024
     memory_max: int = 512 * 1024 * 1024
 
+    # Token requests from the page at / (docs/front-door.md): "off", "review"
+    # (the operator approves with `pesto token approve`) or "auto" (a trial
+    # token with the trial_* limits at once).
+    token_requests: str = "review"
+    token_requests_pending_max: int = 100       # requests waiting for review at most
+    token_requests_per_hour: int = 5            # form posts per client address
+    trial_rate_limit: int | None = 60           # requests per minute
+    trial_monthly_limit: int | None = 1000      # executions per calendar month
+    trial_max_concurrency: int | None = 2       # jobs queued or running at once
+    # smtp://[user:password@]host[:port] or smtps://...: approved tokens are also mailed.
+    smtp_url: str | None = attrs.field(default=None, repr=False)
+    smtp_from: str = "pesto@localhost"
+
     def __attrs_post_init__(self) -> None:
+        if self.token_requests not in ("off", "review", "auto"):
+            raise ConfigError(f"token_requests must be off, review or auto "
+                              f"(got {self.token_requests!r})")
         if self.workers < 1:
             raise ConfigError(f"workers must be at least 1 (got {self.workers})")
         for name in (*self.require, *self.disable):

@@ -114,3 +114,29 @@ class TokenExists(PestoError):
     """`pesto token create` with a name already in use (a CLI error, not HTTP)."""
     status_code = 409
     code = "TOKEN_EXISTS"
+
+
+# --- Token requests from the page at / (pesto/api/front.py) ---
+
+class TokenRequestsOff(PestoError):
+    """The operator set token_requests = "off"."""
+    status_code = 403
+    code = "TOKEN_REQUESTS_OFF"
+
+
+class DuplicateRequest(PestoError):
+    """This email already has a token request that was not rejected."""
+    status_code = 409
+    code = "DUPLICATE_REQUEST"
+
+
+class ClaimGone(PestoError):
+    """The token of this claim code was already shown (it is shown once)."""
+    status_code = 410
+    code = "ALREADY_CLAIMED"
+
+
+class TooManyPending(PestoError):
+    """The bound on requests waiting for review is reached."""
+    status_code = 503
+    code = "TOO_MANY_PENDING"

@@ -30,6 +30,7 @@ import sqlite3
 import stat
 import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import aiosqlite
 import attrs
@@ -41,6 +42,7 @@ CHECKPOINT_EVERY = 200      # loop-thread writes between background checkpoints 
 PURGE_BATCH = 500           # jobs deleted per statement: the write lock is held briefly
 
 log = logging.getLogger("pesto.store")
+_T = TypeVar("_T")
 
 
 class JobStatus(str, enum.Enum):
@@ -80,6 +82,37 @@ class Job:
     finished_at: str | None = None
     result: str | None = None       # the execute response as JSON text
     error: str | None = None        # {"code", "message"} as JSON text
+
+
+class RequestStatus(str, enum.Enum):
+    PENDING = "pending"             # waiting for `pesto token approve` or `reject`
+    APPROVED = "approved"           # its token waits, sealed, for the claim
+    REJECTED = "rejected"
+    CLAIMED = "claimed"             # its token was shown (or issued at once, in auto mode)
+
+
+@attrs.frozen
+class TokenRequest:
+    """A visitor's request for a token (the form on the page at /)."""
+    id: int
+    name: str
+    email: str                      # lower-cased; unique among requests not rejected
+    purpose: str
+    address: str                    # the client address it came from
+    status: RequestStatus
+    created_at: str
+    decided_at: str | None = None
+    reason: str | None = None       # why it was rejected
+    token_id: int | None = None     # the token issued for it
+    claimed_at: str | None = None
+
+
+class RequestRefused(Exception):
+    """A token request the store will not take: `why` is "duplicate" or "full"."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
 
 
 _second: tuple[int, str] = (-1, "")     # the last second formatted, and its text
@@ -168,12 +201,39 @@ MIGRATIONS: tuple[str, ...] = (
             SET executions = executions + 1, last_used_at = excluded.last_used_at;
     END;
     """,
+    # 3: token requests from the page at / (pesto/api/front.py). Only hashes of
+    # claim codes are kept; `sealed` holds an approved token encrypted to the
+    # request's public key (pesto/api/claim.py) until it is claimed, then NULL.
+    # An email has at most one request that is not rejected.
+    """
+    CREATE TABLE token_requests (
+        id          INTEGER PRIMARY KEY,
+        name        TEXT NOT NULL,
+        email       TEXT NOT NULL,
+        purpose     TEXT NOT NULL,
+        address     TEXT NOT NULL,
+        claim_hash  TEXT NOT NULL UNIQUE,
+        public_key  BLOB NOT NULL,
+        status      TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        decided_at  TEXT,
+        reason      TEXT,
+        token_id    INTEGER REFERENCES tokens(id),
+        sealed      BLOB,
+        claimed_at  TEXT
+    );
+    CREATE UNIQUE INDEX token_requests_email ON token_requests(email)
+        WHERE status != 'rejected';
+    CREATE INDEX token_requests_pending ON token_requests(status) WHERE status = 'pending';
+    """,
 )
 
 # last_used_at: usage rows written before schema 2 have none; tokens.last_used_at has it.
 _TOKEN_COLUMNS = ("t.id, t.name, t.created_at, coalesce((SELECT max(l.last_used_at) FROM usage l"
                   " WHERE l.token_id = t.id), t.last_used_at), t.rate_limit, t.monthly_limit,"
                   " t.max_concurrency, t.revoked_at")
+_REQUEST_COLUMNS = ("id, name, email, purpose, address, status, created_at, decided_at, reason,"
+                    " token_id, claimed_at")
 _JOB_COLUMNS = "id, token_id, status, request, created_at, started_at, finished_at, result, error"
 
 
@@ -181,6 +241,10 @@ def _job(row: sqlite3.Row | tuple) -> Job:
     return Job(id=row[0], token_id=row[1], status=JobStatus(row[2]), request=row[3],
                created_at=row[4], started_at=row[5], finished_at=row[6], result=row[7],
                error=row[8])
+
+
+def _token_request(row: sqlite3.Row | tuple) -> TokenRequest:
+    return TokenRequest(row[0], row[1], row[2], row[3], row[4], RequestStatus(row[5]), *row[6:])
 
 
 def _private_dir(data_dir: Path) -> None:
@@ -400,6 +464,162 @@ class Store:
             "UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
             (utcnow(), name))
         return cur.rowcount > 0
+
+    # --- token requests ---------------------------------------------------------
+
+    # Cold paths (a form post, a claim, an operator command). Reads and
+    # single statements go to aiosqlite's thread; a change of several
+    # statements runs whole in a worker thread (`_write`).
+
+    async def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `work(conn)` as one transaction (BEGIN IMMEDIATE .. COMMIT, or
+        ROLLBACK on any exception) on a short-lived connection in a worker thread.
+
+        Not on aiosqlite's connection: a transaction there would span several
+        steps of the event loop, and a job insert on the loop's own
+        connection meanwhile would block the loop in busy_timeout waiting for
+        a lock that only the next loop step could release. Here the
+        transaction holds the write lock only while its statements run.
+        """
+        def run() -> _T:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+            try:
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA wal_autocheckpoint=0")    # checkpoints are _run_checkpoint's
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+                return result
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(run)
+
+    @staticmethod
+    def _insert_token(conn: sqlite3.Connection, name: str, token_hash: str,
+                      limits: dict[str, int | None], now: str) -> int:
+        cur = conn.execute(
+            "INSERT INTO tokens (name, hash, created_at, rate_limit, monthly_limit, max_concurrency)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (name, token_hash, now, limits.get("rate_limit"), limits.get("monthly_limit"),
+             limits.get("max_concurrency")))
+        return cur.lastrowid
+
+    async def add_token_request(self, *, name: str, email: str, purpose: str, address: str,
+                                claim_hash: str, public_key: bytes, max_pending: int,
+                                issue: tuple[str, str, dict[str, int | None]] | None = None,
+                                ) -> TokenRequest:
+        """Store a new request, all or nothing.
+
+        With `issue` = (token name, token hash, limits) the token is created in
+        the same transaction and the request is stored already `claimed` (the
+        `auto` mode: the caller shows the token at once). Raises
+        RequestRefused("duplicate") when the email has a request that was not
+        rejected (or a live token has the token name), RequestRefused("full")
+        when `max_pending` requests wait.
+        """
+        now = utcnow()
+        done = None if issue is None else now
+        status = RequestStatus.PENDING if issue is None else RequestStatus.CLAIMED
+
+        def work(conn: sqlite3.Connection) -> TokenRequest:
+            if issue is None:
+                (pending,) = conn.execute(
+                    "SELECT count(*) FROM token_requests WHERE status = 'pending'").fetchone()
+                if pending >= max_pending:
+                    raise RequestRefused("full")
+            try:
+                token_id = None if issue is None else self._insert_token(conn, *issue, now)
+                cur = conn.execute(
+                    "INSERT INTO token_requests (name, email, purpose, address, claim_hash,"
+                    " public_key, status, created_at, decided_at, token_id, claimed_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, email, purpose, address, claim_hash, public_key, status.value, now, done,
+                     token_id, done))
+            except sqlite3.IntegrityError:
+                raise RequestRefused("duplicate") from None
+            return TokenRequest(id=cur.lastrowid, name=name, email=email, purpose=purpose,
+                                address=address, status=status, created_at=now,
+                                decided_at=done, token_id=token_id, claimed_at=done)
+
+        return await self._write(work)
+
+    async def token_requests(self, pending_only: bool = False) -> list[TokenRequest]:
+        """Every token request (or the pending ones), oldest first."""
+        where = " WHERE status = 'pending'" if pending_only else ""
+        async with self._db.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM token_requests{where} ORDER BY id") as cur:
+            rows = await cur.fetchall()
+        return [_token_request(row) for row in rows]
+
+    async def token_request(self, request_id: int) -> tuple[TokenRequest, bytes] | None:
+        """A request and its public key, or None."""
+        async with self._db.execute(
+                f"SELECT {_REQUEST_COLUMNS}, public_key FROM token_requests WHERE id = ?",
+                (request_id,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else (_token_request(row[:-1]), row[-1])
+
+    async def approve_token_request(self, request_id: int, token_name: str, token_hash: str,
+                                    sealed: bytes, limits: dict[str, int | None]) -> bool:
+        """Create the token and keep it sealed for the claim, in one transaction.
+
+        False (and nothing written) unless the request is still pending;
+        RequestRefused("duplicate") when a live token already has `token_name`.
+        """
+        now = utcnow()
+
+        def work(conn: sqlite3.Connection) -> bool:
+            if conn.execute("SELECT 1 FROM token_requests WHERE id = ? AND status = 'pending'",
+                            (request_id,)).fetchone() is None:
+                return False
+            try:
+                token_id = self._insert_token(conn, token_name, token_hash, limits, now)
+            except sqlite3.IntegrityError:
+                raise RequestRefused("duplicate") from None
+            conn.execute(
+                "UPDATE token_requests SET status = 'approved', decided_at = ?, token_id = ?,"
+                " sealed = ? WHERE id = ?", (now, token_id, sealed, request_id))
+            return True
+
+        return await self._write(work)
+
+    async def reject_token_request(self, request_id: int, reason: str | None) -> bool:
+        """Reject a pending request; False when it is not pending."""
+        cur = await self._db.execute(
+            "UPDATE token_requests SET status = 'rejected', decided_at = ?, reason = ?"
+            " WHERE id = ? AND status = 'pending'", (utcnow(), reason, request_id))
+        return cur.rowcount > 0
+
+    async def request_by_claim(self, claim_hash: str) -> TokenRequest | None:
+        async with self._db.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM token_requests WHERE claim_hash = ?",
+                (claim_hash,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _token_request(row)
+
+    async def take_sealed_token(self, claim_hash: str) -> bytes | None:
+        """Mark an approved request claimed and hand over its sealed token, once.
+
+        In one transaction, so two claims racing cannot both get it; the
+        sealed copy leaves the database as it is handed over.
+        """
+        def work(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT sealed FROM token_requests WHERE claim_hash = ? AND status = 'approved'",
+                (claim_hash,)).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE token_requests SET status = 'claimed', claimed_at = ?, sealed = NULL"
+                " WHERE claim_hash = ?", (utcnow(), claim_hash))
+            return row[0]
+
+        return await self._write(work)
 
     # --- jobs -------------------------------------------------------------------
 

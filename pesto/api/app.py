@@ -16,6 +16,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 import pesto
 from pesto.api.auth import RateLimiter, hash_token
 from pesto.api.errors import handle_exception
+from pesto.api.front import ROUTES as FRONT_ROUTES
 from pesto.api.piston import ROUTES as PISTON_ROUTES
 from pesto.api.routes import ROUTES, Services
 from pesto.config import Settings
@@ -88,7 +89,7 @@ def create_app(settings: Settings) -> Litestar:
                 await engine.close()
 
     return Litestar(
-        route_handlers=[*ROUTES, *PISTON_ROUTES],
+        route_handlers=[*ROUTES, *PISTON_ROUTES, *FRONT_ROUTES],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         request_max_body_size=settings.max_body_bytes,

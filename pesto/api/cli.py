@@ -38,6 +38,15 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
                          **overrides)
 
 
+def _limit_flags(parser: argparse.ArgumentParser, default: str = "") -> None:
+    parser.add_argument("--rate-limit", type=_positive, metavar="PER_MINUTE",
+                        help="requests per minute" + default)
+    parser.add_argument("--monthly-limit", type=_positive, metavar="N",
+                        help="executions per calendar month (UTC)" + default)
+    parser.add_argument("--max-concurrency", type=_positive, metavar="N",
+                        help="jobs queued or running at once" + default)
+
+
 def add_commands(subparsers: Any) -> None:
     """Add `serve` and `token` to the main CLI's subparsers."""
     serve = subparsers.add_parser("serve", help="run the HTTP API server")
@@ -52,17 +61,13 @@ def add_commands(subparsers: Any) -> None:
     serve.set_defaults(func=cmd_serve)
 
     token = subparsers.add_parser("token", help="create, list and revoke API tokens")
-    token_sub = token.add_subparsers(dest="token_command", metavar="{create,list,revoke}")
+    token_sub = token.add_subparsers(dest="token_command",
+                                     metavar="{create,list,revoke,requests,approve,reject}")
     token_sub.required = True
     create = token_sub.add_parser("create", help="create a token and print it once (last line)")
     _common(create)
     create.add_argument("--name", required=True, help="unique name of the token")
-    create.add_argument("--rate-limit", type=_positive, metavar="PER_MINUTE",
-                        help="requests per minute")
-    create.add_argument("--monthly-limit", type=_positive, metavar="N",
-                        help="executions per calendar month (UTC)")
-    create.add_argument("--max-concurrency", type=_positive, metavar="N",
-                        help="jobs queued or running at once")
+    _limit_flags(create)
     create.set_defaults(func=cmd_token_create)
     listing = token_sub.add_parser("list", help="list tokens with limits and usage")
     _common(listing)
@@ -71,6 +76,7 @@ def add_commands(subparsers: Any) -> None:
     _common(revoke)
     revoke.add_argument("name")
     revoke.set_defaults(func=cmd_token_revoke)
+    _request_commands(token_sub)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -154,6 +160,12 @@ def _limit(value: int | None, unit: str = "") -> str:
     return "none" if value is None else f"{value}{unit}"
 
 
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
 def cmd_token_list(args: argparse.Namespace) -> int:
     from pesto.store import utcnow
 
@@ -164,9 +176,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     rows = [(t.name, t.created_at, t.last_used_at or "-", _limit(t.rate_limit),
              _limit(t.monthly_limit), _limit(t.max_concurrency), str(t.month_executions),
              t.revoked_at or "no") for t in tokens]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    _print_table(header, rows)
     return 0
 
 
@@ -177,4 +187,103 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
         print(f"pesto token revoke: no live token named {args.name!r}", file=sys.stderr)
         return 1
     print(f"Revoked token {args.name!r}.")
+    return 0
+
+
+# --- token requests (the form on the page at /; docs/front-door.md) -----------
+
+def _request_commands(token_sub: Any) -> None:
+    requests = token_sub.add_parser("requests", help="list token requests from the web page")
+    _common(requests)
+    requests.add_argument("--pending", action="store_true", help="only those waiting for review")
+    requests.set_defaults(func=cmd_token_requests)
+    approve = token_sub.add_parser(
+        "approve", help="issue the token of a request (the visitor claims it on the page)")
+    _common(approve)
+    approve.add_argument("id", type=_positive, help="the request's ID (pesto token requests)")
+    _limit_flags(approve, " (default: the trial_* setting)")
+    approve.set_defaults(func=cmd_token_approve)
+    reject = token_sub.add_parser("reject", help="decline a request")
+    _common(reject)
+    reject.add_argument("id", type=_positive)
+    reject.add_argument("--reason", help="shown to the visitor when they claim")
+    reject.set_defaults(func=cmd_token_reject)
+
+
+def _one_line(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def cmd_token_requests(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    found = asyncio.run(_with_store(settings, lambda s: s.token_requests(args.pending)))
+    header = ("ID", "STATUS", "CREATED", "NAME", "EMAIL", "ADDRESS", "PURPOSE")
+    rows = [(str(r.id), r.status.value, r.created_at, _one_line(r.name, 30), r.email, r.address,
+             _one_line(r.purpose + (f" [rejected: {r.reason}]" if r.reason else ""), 60))
+            for r in found]
+    _print_table(header, rows)
+    return 0
+
+
+def cmd_token_approve(args: argparse.Namespace) -> int:
+    from pesto.api import claim
+    from pesto.api.auth import hash_token, new_token
+    from pesto.api.front import token_name, trial_limits
+    from pesto.store import RequestRefused, RequestStatus
+
+    settings = _settings(args)
+    limits = trial_limits(settings)
+    for key in limits:
+        if getattr(args, key) is not None:
+            limits[key] = getattr(args, key)
+    secret = new_token()
+    emails: list[str] = []
+
+    async def approve(store: Any) -> Any:
+        found = await store.token_request(args.id)
+        if found is None:
+            return "no token request with ID %d" % args.id
+        request, public_key = found
+        emails.append(request.email)
+        if request.status is not RequestStatus.PENDING:
+            return f"token request {args.id} is {request.status.value}, not pending"
+        done = await store.approve_token_request(
+            args.id, token_name(request.email), hash_token(secret),
+            claim.seal(secret, public_key), limits)
+        return request if done else f"token request {args.id} is no longer pending"
+
+    try:
+        request = asyncio.run(_with_store(settings, approve))
+    except RequestRefused:
+        print(f"pesto token approve: a live token is already called {token_name(emails[0])!r}; "
+              "revoke it first", file=sys.stderr)
+        return 1
+    if isinstance(request, str):
+        print(f"pesto token approve: {request}", file=sys.stderr)
+        return 1
+    print(f"Approved request {args.id} of {request.email}: token {token_name(request.email)!r} "
+          f"(rate limit: {_limit(limits['rate_limit'], '/min')}, "
+          f"monthly limit: {_limit(limits['monthly_limit'])}, "
+          f"max concurrency: {_limit(limits['max_concurrency'])}).")
+    print("The visitor sees it once, on the page, with the claim code.")
+    if settings.smtp_url:
+        try:
+            claim.send_token_email(settings.smtp_url, settings.smtp_from, request.email,
+                                   request.name, secret)
+        except Exception as exc:
+            print(f"pesto token approve: mailing {request.email} failed ({exc}); "
+                  "the visitor can still claim the token on the page", file=sys.stderr)
+            return 0
+        print(f"Mailed to {request.email}.")
+    return 0
+
+
+def cmd_token_reject(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    done = asyncio.run(_with_store(settings, lambda s: s.reject_token_request(args.id, args.reason)))
+    if not done:
+        print(f"pesto token reject: no pending token request with ID {args.id}", file=sys.stderr)
+        return 1
+    print(f"Rejected request {args.id}.")
     return 0
