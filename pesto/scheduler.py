@@ -398,24 +398,24 @@ class Scheduler:
 
     def _count(self, entry: _Entry, status: JobStatus, result: ExecuteResult | None,
                elapsed: float | None) -> None:
+        # Labelled with the runtime's own name, not the alias or case the
+        # client sent (which the answer echoes): label values must stay few.
+        language, version = entry.request.language.lower(), ""
+        registry = getattr(self._engine, "registry", None)
+        if registry is not None:
+            with contextlib.suppress(PestoError):
+                runtime = registry.resolve(entry.request.language, entry.request.version)
+                language, version = runtime.language, runtime.version
+        stages: tuple[tuple[str, int], ...] = ()
         if result is not None:
-            language, version = result.language, result.version
+            version = result.version
             # A judged job (test cases) has no `runtime` but a run per case.
             runs = [("compile", result.compile)]
-            runtime = getattr(result, "runtime", None)
-            runs += [("run", runtime)] if runtime is not None else []
+            runtime_stage = getattr(result, "runtime", None)
+            runs += [("run", runtime_stage)] if runtime_stage is not None else []
             runs += [("run", case) for case in getattr(result, "test_cases", None) or ()]
             stages = tuple((name, stage.wall_time) for name, stage in runs
                            if stage.status != Status.SKIPPED)
-        else:
-            # The runtime's own name, not the alias or case the client sent:
-            # label values must stay few.
-            language, version, stages = entry.request.language.lower(), "", ()
-            registry = getattr(self._engine, "registry", None)
-            if registry is not None:
-                with contextlib.suppress(PestoError):
-                    runtime = registry.resolve(entry.request.language, entry.request.version)
-                    language, version = runtime.language, runtime.version
         waited = None if elapsed is None else time.monotonic() - entry.created - elapsed
         self.metrics.job_finished(language, version, status.value, waited, stages)
 

@@ -38,8 +38,10 @@ def test_counters_move_with_runs_errors_and_refusals(data_dir: Path):
     with running_app(data_dir) as api:
         limited = add_token(data_dir, "limited", rate_limit=1)
         before = scrape(api)
-        for code in ("print(1)", "print(2)", "import sys; sys.exit(3)"):
-            assert api.post("/api/execute", {**PY, "code": code}).status_code == 200
+        # Named three ways: one label value, the runtime's own name.
+        for name, code in (("python", "print(1)"), ("PY", "print(2)"),
+                           ("Python3", "import sys; sys.exit(3)")):
+            assert api.post("/api/execute", {"language": name, "code": code}).status_code == 200
         slow = api.post("/api/execute", {**PY, "code": "import time; time.sleep(5)",
                                          "runTimeout": 100}).json()
         assert slow["runtime"]["status"] == "timeout"
@@ -60,6 +62,8 @@ def test_counters_move_with_runs_errors_and_refusals(data_dir: Path):
     # program failed, not the job) and 1 /api/jobs run.
     assert moved(before, after, "pesto_jobs_total", **lang, status="completed") == 6
     assert moved(before, after, "pesto_jobs_total", **lang, status="failed") == 0
+    assert not [key for key in after if key[0] == "pesto_jobs_total"
+                and dict(key[1])["language"] != "Python"]
     assert moved(before, after, "pesto_stage_duration_seconds_count",
                  language="Python", stage="run") == 6
     # Python compiles nothing: no compile stage observed.
@@ -151,11 +155,12 @@ def test_json_log_lines_carry_the_job_fields_and_no_output_or_token(tmp_path: Pa
     entry = job_lines[0]
     assert entry["level"] == "info" and entry["logger"] == "pesto.jobs"
     assert entry["token"] == "json-logger"
-    assert (entry["language"], entry["status"], entry["compile"], entry["run"]) == (
-        "Python", "completed", "skipped", "ok")
+    # The language as the client sent it, like the answer and the text line.
+    assert (entry["language"], entry["version"], entry["status"], entry["compile"],
+            entry["run"]) == ("python", "3.11.2", "completed", "skipped", "ok")
     assert all(isinstance(entry[k], int) for k in ("wall_ms", "queued_ms", "run_ms"))
     # The text form carries the same facts in its message.
-    assert f"job {job_id} token=json-logger language=Python" in entry["message"]
+    assert f"job {job_id} token=json-logger language=python version=3.11.2" in entry["message"]
 
 
 def test_text_log_stays_the_default(tmp_path: Path):

@@ -33,7 +33,7 @@ def test_execute_answers_typed_stages(served):
     with Client(served.url, served.token) as pesto:
         result = pesto.execute(HELLO)
         assert result.run is not None
-        assert (result.language, result.run.status, result.run.stdout) == ("Python", "ok", "hello\n")
+        assert (result.language, result.run.status, result.run.stdout) == ("python", "ok", "hello\n")
         assert result.run.exit_code == 0 and result.run.wall_time > 0 and result.run.memory > 0
         assert result.compile.status == "skipped" and result.test_cases is None
         files = pesto.execute(Program("python", files=[
