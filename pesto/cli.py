@@ -102,7 +102,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                                   ("languages_dir", settings.languages_dir),
                                   ("workers", settings.workers),
                                   ("pin_cpus", settings.pin_cpus),
-                                  ("admin_token", "***" if settings.admin_token else None))}
+                                  ("admin_token", "***" if settings.admin_token else None),
+                                  ("metrics_token", "***" if settings.metrics_token else None))}
         print("config:", ", ".join(f"{k}={v}" for k, v in safe.items()))
         if missing:
             print(f"required layers missing: {', '.join(missing)}", file=sys.stderr)

@@ -37,6 +37,8 @@ class Settings:
     # The token (by name) that Piston-API requests without a token header are
     # counted against; None refuses them (docs/api.md, "Piston").
     piston_anonymous_token: str | None = None
+    # When set, GET /metrics needs `Authorization: Bearer <metrics_token>`.
+    metrics_token: str | None = attrs.field(default=None, repr=False)
 
     # Scheduling.
     workers: int = attrs.field(factory=lambda: os.cpu_count() or 1)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import math
@@ -35,7 +36,8 @@ from typing import Protocol
 import attrs
 import msgspec
 
-from pesto.errors import (PestoError, QueueFull, ShuttingDown, TooManyJobs)
+from pesto.errors import (PestoError, QueueFull, SandboxError, ShuttingDown, TooManyJobs)
+from pesto.metrics import Metrics
 from pesto.models import ExecuteRequest, ExecuteResult, Status, converter, parse_request
 from pesto.store import Job, JobStatus, Store, Token, utcnow
 
@@ -98,8 +100,9 @@ class _Unrecorded:
 
 class Scheduler:
     def __init__(self, engine: EngineLike, store: Store, *, workers: int, queue_size: int,
-                 shutdown_timeout: float) -> None:
+                 shutdown_timeout: float, metrics: Metrics | None = None) -> None:
         self._engine = engine
+        self.metrics = metrics or Metrics()
         self._store = store
         self.workers = max(1, workers)
         self.queue_size = max(0, queue_size)
@@ -307,6 +310,8 @@ class Scheduler:
         except PestoError as exc:
             entry.executing = False
             log.error("job %s: %s: %s", entry.job_id, exc.code, exc.message)
+            if isinstance(exc, SandboxError):
+                self.metrics.sandbox_failures.inc()
             if exc.status_code >= 500 and exc.code == "INTERNAL_ERROR":
                 # The sandbox's own words are for the operator's log, not the client.
                 exc = PestoError(f"the sandbox failed while running job {entry.job_id}; it was "
@@ -384,26 +389,61 @@ class Scheduler:
 
     def _log(self, entry: _Entry, status: JobStatus, result: ExecuteResult | None,
              elapsed: float | None) -> None:
-        if not log.isEnabledFor(logging.INFO):
-            return
         try:
-            self._log_line(entry, status, result, elapsed)
+            self._count(entry, status, result, elapsed)
+            if log.isEnabledFor(logging.INFO):
+                self._log_line(entry, status, result, elapsed)
         except Exception:
             log.exception("job %s: could not log its outcome", entry.job_id)
+
+    def _count(self, entry: _Entry, status: JobStatus, result: ExecuteResult | None,
+               elapsed: float | None) -> None:
+        # Labelled with the runtime's own name, not the alias or case the
+        # client sent (which the answer echoes): label values must stay few.
+        language, version = entry.request.language.lower(), ""
+        registry = getattr(self._engine, "registry", None)
+        if registry is not None:
+            with contextlib.suppress(PestoError):
+                runtime = registry.resolve(entry.request.language, entry.request.version)
+                language, version = runtime.language, runtime.version
+        stages: tuple[tuple[str, int], ...] = ()
+        if result is not None:
+            version = result.version
+            # A judged job (test cases) has no `runtime` but a run per case.
+            runs = [("compile", result.compile)]
+            runtime_stage = getattr(result, "runtime", None)
+            runs += [("run", runtime_stage)] if runtime_stage is not None else []
+            runs += [("run", case) for case in getattr(result, "test_cases", None) or ()]
+            stages = tuple((name, stage.wall_time) for name, stage in runs
+                           if stage.status != Status.SKIPPED)
+        waited = None if elapsed is None else time.monotonic() - entry.created - elapsed
+        self.metrics.job_finished(language, version, status.value, waited, stages)
 
     def _log_line(self, entry: _Entry, status: JobStatus, result: ExecuteResult | None,
                   elapsed: float | None) -> None:
         waited = time.monotonic() - entry.created - (elapsed or 0.0)
-        stages = ""
-        language, version = entry.request.language, entry.request.version
+        # The fields of the line, also given whole to a JSON log formatter
+        # (`pesto serve --log-format json`). Never program output, never a token value.
+        fields: dict[str, object] = {
+            "job": entry.job_id, "token": entry.token_name,
+            "language": entry.request.language, "version": entry.request.version,
+            "status": status.value}
+        stages: dict[str, object] = {}
         if result is not None:
-            language, version = result.language, result.version
-            stages = (f" compile={Status(result.compile.status).value}"
-                      f" run={Status(result.runtime.status).value}"
-                      f" wall_ms={result.runtime.wall_time}")
+            fields.update(language=result.language, version=result.version)
+            stages["compile"] = Status(result.compile.status).value
+            summary = getattr(result, "summary", None)
+            if summary is not None:          # a judged job: its verdict, not one run
+                stages.update(verdict=summary.verdict, passed=summary.passed,
+                              total=summary.total, wall_ms=summary.max_wall_time)
+            else:
+                stages.update(run=Status(result.runtime.status).value,
+                              wall_ms=result.runtime.wall_time)
+        fields.update(stages, queued_ms=int(waited * 1000), run_ms=int((elapsed or 0.0) * 1000))
         log.info("job %s token=%s language=%s version=%s status=%s%s queued_ms=%d run_ms=%d",
-                 entry.job_id, entry.token_name, language, version,
-                 status.value, stages, waited * 1000, (elapsed or 0.0) * 1000)
+                 entry.job_id, entry.token_name, fields["language"], fields["version"],
+                 status.value, "".join(f" {k}={v}" for k, v in stages.items()),
+                 fields["queued_ms"], fields["run_ms"], extra={"fields": fields})
 
     # --- shutdown --------------------------------------------------------------
 

@@ -17,9 +17,12 @@ import pesto
 from pesto.api.auth import RateLimiter, hash_token
 from pesto.api.errors import handle_exception
 from pesto.api.front import ROUTES as FRONT_ROUTES
+from pesto.api.observe import metrics_endpoint, response_counter
+from pesto.api.options import options_handlers
 from pesto.api.piston import ROUTES as PISTON_ROUTES
 from pesto.api.routes import ROUTES, Services
 from pesto.config import Settings
+from pesto.metrics import Metrics
 from pesto.scheduler import Scheduler
 from pesto.store import Store
 
@@ -47,6 +50,7 @@ async def _purge_forever(store: Store, retention_days: float) -> None:
 
 def create_app(settings: Settings) -> Litestar:
     """The HTTP service of API.md for these settings (not started until its lifespan runs)."""
+    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -65,12 +69,14 @@ def create_app(settings: Settings) -> Litestar:
             raise
         scheduler = Scheduler(engine, store, workers=settings.workers,
                               queue_size=settings.queue_size,
-                              shutdown_timeout=settings.shutdown_timeout)
+                              shutdown_timeout=settings.shutdown_timeout, metrics=metrics)
+        metrics.watch(lambda: {**scheduler.stats(), "ready": engine.sandbox.idle_slots})
         runtimes = msgspec.json.encode({"runtime": [
             {"language": r.language, "version": r.version, "aliases": list(r.spec.aliases),
              "compiled": r.compiled} for r in engine.registry.installed]})
         app.state.pesto = Services(settings=settings, engine=engine, store=store,
-                                   scheduler=scheduler, limiter=RateLimiter(), runtimes=runtimes)
+                                   scheduler=scheduler, limiter=RateLimiter(), runtimes=runtimes,
+                                   metrics=metrics)
         purge = asyncio.create_task(_purge_forever(store, settings.retention_days),
                                     name="purge-old-jobs")
         try:
@@ -88,9 +94,11 @@ def create_app(settings: Settings) -> Litestar:
                 await store.close()
                 await engine.close()
 
+    handlers = [*ROUTES, *PISTON_ROUTES, *FRONT_ROUTES, metrics_endpoint]
     return Litestar(
-        route_handlers=[*ROUTES, *PISTON_ROUTES, *FRONT_ROUTES],
+        route_handlers=[*options_handlers(handlers), *handlers],
         lifespan=[lifespan],
+        before_send=[response_counter(metrics)],
         exception_handlers={Exception: handle_exception},
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

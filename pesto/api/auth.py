@@ -70,11 +70,14 @@ class RateLimiter:
         window.append(now)
 
 
-async def authenticate(store: Store, limiter: RateLimiter, header: str | None) -> Token:
+async def authenticate(store: Store, limiter: RateLimiter, header: str | None, *,
+                       scope: dict[str, Any] | None = None) -> Token:
     """The live token for an X-Pesto-Token value, rate limit counted.
 
     Raises TokenMissing / TokenInvalid / TokenRevoked (401) or RateLimited (429).
-    The messages are the original service's, which its SDKs match exactly.
+    The messages are the original service's, which its SDKs match exactly. With
+    the request's ASGI `scope`, notes the token's name there (`pesto_token`) for
+    the error handler, which counts a refusal under it.
     """
     if not header:
         raise TokenMissing("Token must be supplied",
@@ -93,6 +96,8 @@ async def authenticate(store: Store, limiter: RateLimiter, header: str | None) -
         if len(_hashes) >= _HASHES_MAX:
             _hashes.clear()
         _hashes[value] = digest
+    if scope is not None:
+        scope["pesto_token"] = token.name
     limiter.hit(token)
     return token
 
@@ -111,4 +116,5 @@ async def caller(request: Request[Any, Any, Any]) -> Token:
         if name == _HEADER_RAW:            # ASGI servers give names in lower case
             value = raw.decode("latin-1")
             break
-    return await authenticate(services.store, services.limiter, value)
+    return await authenticate(services.store, services.limiter, value,
+                              scope=request.scope)  # type: ignore[arg-type]

@@ -57,6 +57,8 @@ def add_commands(subparsers: Any) -> None:
     serve.add_argument("--queue-size", type=int, help="jobs waiting at most (default 500)")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-format", default="text", choices=["text", "json"],
+                       help="text lines (default) or one JSON object per line")
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
     serve.set_defaults(func=cmd_serve)
 
@@ -107,11 +109,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("pesto serve: runs could not work on this host as laid out:\n  "
               + "\n  ".join(problems) + "\n(`pesto doctor` shows the same)", file=sys.stderr)
         return 2
-    level = getattr(logging, args.log_level.upper())
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pesto").setLevel(level)
+    from pesto.logs import configure
+
+    configure(getattr(logging, args.log_level.upper()), args.log_format)
+    # JSON: uvicorn's own loggers go through our handler too (no log config of its own).
+    own_logging: dict[str, Any] = {"log_config": None} if args.log_format == "json" else {}
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=args.log_level, access_log=args.access_log, lifespan="on",
+                **own_logging,
                 # Both are dependencies (pyproject.toml); named so that a broken
                 # install fails here instead of silently serving on h11/asyncio.
                 loop="uvloop", http="httptools",

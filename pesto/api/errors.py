@@ -62,6 +62,10 @@ def error_response(exc: PestoError, headers: dict[str, str] | None = None) -> Re
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """Litestar exception handler for every exception type."""
     err = to_pesto_error(exc)
+    if err.status_code == 429:   # a token limit: counted by kind and token name
+        services = getattr(request.app.state, "pesto", None)
+        if services is not None and services.metrics is not None:
+            services.metrics.refused(err.code.lower(), request.scope.get("pesto_token", ""))
     if err.status_code >= 500 and not isinstance(exc, PestoError):
         log.error("%s %s: unhandled %s", request.method, request.url.path, type(exc).__name__,
                   exc_info=exc)

@@ -40,6 +40,7 @@ class Services:
     scheduler: Scheduler
     limiter: RateLimiter
     runtimes: bytes = b'{"runtime":[]}'
+    metrics: Any = None
 
 
 def _services(request: Request[Any, Any, Any]) -> Services:

@@ -120,8 +120,9 @@ class ExecuteOperation(Operation):
     error codes), so the request body is declared here for the document."""
 
     def __post_init__(self) -> None:
-        self.request_body = RequestBody(
-            required=True, content={"application/json": OpenAPIMediaType(schema=EXECUTE_REQUEST)})
+        self.request_body = RequestBody(required=True, content={"application/json": OpenAPIMediaType(
+            schema=EXECUTE_REQUEST,
+            example={"language": "python", "code": "print(input())", "stdin": "Hello World"})})
 
 
 def errors(*statuses: int) -> dict[int, ResponseSpec]:

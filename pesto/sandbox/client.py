@@ -316,5 +316,10 @@ class Sandbox:
             self._proc.wait()
 
     @property
+    def idle_slots(self) -> int:
+        """Slots waiting for a job (a gauge of /metrics)."""
+        return self._idle.qsize()
+
+    @property
     def spawner_pid(self) -> int:
         return self._proc.pid
