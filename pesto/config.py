@@ -77,6 +77,14 @@ class Settings:
     # smtp://[user:password@]host[:port] or smtps://...: approved tokens are also mailed.
     smtp_url: str | None = attrs.field(default=None, repr=False)
     smtp_from: str = "pesto@localhost"
+    # Judging, batches and webhooks (docs/judging.md).
+    max_test_cases: int = 100
+    max_batch: int = 50
+    max_batch_body_bytes: int = 8 * 1024 * 1024
+    # Callbacks to private and loopback addresses (never link-local ones).
+    allow_private_callbacks: bool = False
+    callback_retry_seconds: float = 3600.0     # how long a failing delivery is retried
+    callback_timeout: float = 10.0             # seconds per delivery attempt
 
     def __attrs_post_init__(self) -> None:
         if self.token_requests not in ("off", "review", "auto"):

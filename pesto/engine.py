@@ -12,12 +12,14 @@ import math
 import os
 from typing import Any
 
+from pesto import judging
 from pesto.config import Settings
 from pesto.errors import ConfigError, InvalidRequest
 from pesto.models import (ENCODINGS, NO_COMPILE, SKIPPED, ExecuteRequest, ExecuteResult,
-                          StageResult, Status, check_file_name, converter, file_content)
+                          JudgeResult, StageResult, Status, check_file_name, converter,
+                          file_content)
 from pesto.runtimes import Registry, Runtime, load_registry
-from pesto.sandbox import reach
+from pesto.sandbox import artifacts, reach
 from pesto.sandbox.client import Sandbox
 from pesto.sandbox.cpus import slot_cpus
 
@@ -51,6 +53,7 @@ class Engine:
         for name, layer in sandbox.layers.items():
             log.info("sandbox layer %s: %s (%s)", name,
                      "on" if layer["enabled"] else "off", layer["reason"])
+        artifacts.sweep_old(sandbox.work_root)
         allowed = os.sched_getaffinity(0)
         shares = [slot_cpus(allowed, settings.workers, i) for i in range(settings.workers)]
         if settings.pin_cpus and shares[0] is not None:
@@ -116,14 +119,20 @@ class Engine:
                     problems.append(f"$.files: {d!r} is both a file and a directory")
         if any("\x00" in a for a in request.args):
             problems.append("$.args: arguments must not contain NUL")
+        problems += judging.problems(request, s)
         if problems:
             raise InvalidRequest("invalid request: " + "; ".join(problems), details=problems)
+        if request.checker is not None:
+            self.registry.resolve(request.checker.language, request.checker.version)
         return self.registry.resolve(request.language, request.version)
 
     # -- execution ----------------------------------------------------------
 
-    async def execute(self, request: ExecuteRequest, job_id: str) -> ExecuteResult:
-        """Compile (if the language does) and run, each stage sandboxed.
+    async def execute(self, request: ExecuteRequest, job_id: str,
+                      lender: "judging.Lender | None" = None) -> ExecuteResult | JudgeResult:
+        """Compile (if the language does) and run, each stage sandboxed; with
+        test cases, compile once and run every case (pesto.judging), using
+        extra slots when `lender` grants them.
 
         Cancelling the awaiting task kills the run; the uid is cleaned either way.
         Raises SandboxError when the sandbox itself failed.
@@ -132,41 +141,68 @@ class Engine:
         # restart was never validated by this process, and its language may
         # be gone since.
         runtime = self.validate(request)
-        s = self.settings
-        if request.code is not None:
-            files = [(runtime.file_name, request.code)]
-            entry = runtime.file_name
-        else:
-            assert request.files is not None
-            files = [(f.name, file_content(f)) for f in request.files]
-            entry = next((f.name for f in request.files if f.entrypoint), request.files[0].name)
-        limits = runtime.spec.limits
-        memory = request.memory_limit or s.memory_default
+        if request.test_cases is not None:
+            return await judging.judge(self, runtime, request, job_id, lender)
+        files, entry = self.sources(request.code, request.files, runtime)
         compile_result = NO_COMPILE
         async with self.sandbox.session() as session:
             workdir = await session.prepare(files)
-            ctx = {"file": entry, "dir": workdir,
-                   "stem": entry.rsplit("/", 1)[-1].rsplit(".", 1)[0]}
+            ctx = self.context(runtime, entry, workdir)
             if runtime.compiled:
-                c_memory = request.compile_memory_limit or max(memory, limits.compile_memory or 0)
-                c_timeout = request.compile_timeout or limits.compile_timeout or s.compile_timeout_default
-                compile_result = await self._stage(
-                    session, runtime, runtime.spec.compile, [], "", workdir, ctx,
-                    timeout=c_timeout, memory=c_memory,
-                    processes=limits.compile_processes or max(limits.processes, 64), more=True)
+                compile_result = await self.compile(session, runtime, request, workdir, ctx,
+                                                    more=True)
                 if compile_result.status != Status.OK:
                     return ExecuteResult(job_id, request.language, runtime.version,
                                          compile_result, SKIPPED)
-            r_timeout = request.run_timeout or limits.run_timeout or s.run_timeout_default
-            run_result = await self._stage(
-                session, runtime, runtime.spec.run, request.args, request.stdin, workdir, ctx,
-                timeout=r_timeout, memory=memory, processes=limits.processes)
+            run_result = await self.run(session, runtime, workdir, ctx, args=request.args,
+                                        stdin=request.stdin, timeout=request.run_timeout,
+                                        memory=request.memory_limit)
         # `language` as the client sent it: the original service answers so.
         return ExecuteResult(job_id, request.language, runtime.version, compile_result, run_result)
 
+    @staticmethod
+    def sources(code: str | None, files: list | None,
+                runtime: Runtime) -> tuple[list[tuple[str, str | bytes]], str]:
+        """The (name, content) pairs to write and the entry point's name."""
+        if code is not None:
+            return [(runtime.file_name, code)], runtime.file_name
+        assert files is not None
+        return ([(f.name, file_content(f)) for f in files],
+                next((f.name for f in files if f.entrypoint), files[0].name))
+
+    @staticmethod
+    def context(runtime: Runtime, entry: str, workdir: str) -> dict[str, str]:
+        """The values a language's argv and environment may name."""
+        return {"file": entry, "dir": workdir, "stem": entry.rsplit("/", 1)[-1].rsplit(".", 1)[0]}
+
+    async def compile(self, session, runtime: Runtime, request: ExecuteRequest, workdir: str,
+                      ctx: dict[str, str], *, more: bool,
+                      snapshot: str | None = None) -> StageResult:
+        """The compile stage; with `snapshot`, its work dir is kept as that artifact."""
+        limits = runtime.spec.limits
+        memory = request.memory_limit or self.settings.memory_default
+        return await self._stage(
+            session, runtime, runtime.spec.compile, [], "", workdir, ctx,
+            timeout=request.compile_timeout or limits.compile_timeout
+            or self.settings.compile_timeout_default,
+            memory=request.compile_memory_limit or max(memory, limits.compile_memory or 0),
+            processes=limits.compile_processes or max(limits.processes, 64), more=more,
+            snapshot=snapshot)
+
+    async def run(self, session, runtime: Runtime, workdir: str, ctx: dict[str, str], *,
+                  args: list[str], stdin: str, timeout: int | None,
+                  memory: int | None) -> StageResult:
+        """The run stage, the job's last on this session."""
+        limits = runtime.spec.limits
+        return await self._stage(
+            session, runtime, runtime.spec.run, args, stdin, workdir, ctx,
+            timeout=timeout or limits.run_timeout or self.settings.run_timeout_default,
+            memory=memory or self.settings.memory_default, processes=limits.processes)
+
     async def _stage(self, session, runtime: Runtime, argv: list[str], args: list[str],
                      stdin: str, workdir: str, ctx: dict[str, str], *, timeout: int,
-                     memory: int, processes: int, more: bool = False) -> StageResult:
+                     memory: int, processes: int, more: bool = False,
+                     snapshot: str | None = None) -> StageResult:
         values = {**ctx, "memory_mb": str(max(1, memory // (1024 * 1024)))}
         full = [a.format_map(values) for a in argv] + list(args)
         env = {**BASE_ENV, "HOME": workdir, "TMPDIR": workdir,
@@ -189,6 +225,10 @@ class Engine:
             # `pesto doctor` and start-up check that (pesto/sandbox/reach.py).
             "read_paths": [p.format_map(values) for p in runtime.spec.read_paths],
             "more": more,   # another stage follows: the slot readies its child meanwhile
+            "spread_cpus": runtime.spec.spread_cpus,
         }
+        if snapshot:
+            spec["snapshot"] = snapshot
+
         raw = await session.stage(spec)
         return converter.structure(raw, StageResult)

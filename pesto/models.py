@@ -34,6 +34,33 @@ class Status(str, enum.Enum):
 ENCODINGS = ("utf8", "base64", "hex")
 
 
+class Compare(str, enum.Enum):
+    """How a test case's output is compared with its expected output (pesto.judge)."""
+    EXACT = "exact"
+    TRIM = "trim"
+    TOKENS = "tokens"
+    FLOAT = "float"
+
+
+@attrs.frozen
+class TestCase:
+    """One test case of a submission; absent fields fall back to the request's."""
+    __test__ = False      # not a pytest class, whatever its name
+    stdin: str | None = None
+    args: list[str] | None = None
+    expected_output: str | None = None
+    run_timeout: int | None = None
+    memory_limit: int | None = None
+
+
+@attrs.frozen
+class Checker:
+    """A program that decides a case's verdict from its input, expected and actual output."""
+    language: str
+    code: str
+    version: str = "latest"
+
+
 @attrs.frozen
 class SourceFile:
     name: str
@@ -54,6 +81,15 @@ class ExecuteRequest:
     run_timeout: int | None = None
     memory_limit: int | None = None
     compile_memory_limit: int | None = None   # the compile stage's own, else memory_limit's
+    # Judging (docs/judging.md): compile once, run every case, give verdicts.
+    test_cases: list[TestCase] | None = None
+    compare: Compare = Compare.TRIM
+    absolute_epsilon: float = 1e-6
+    relative_epsilon: float = 1e-6
+    stop_on_first_failure: bool = False
+    checker: Checker | None = None
+    # Where the job's final state is POSTed, signed (pesto.webhooks).
+    callback_url: str | None = None
 
 
 @attrs.frozen
@@ -85,6 +121,32 @@ class ExecuteResult:
     runtime: StageResult
 
 
+@attrs.frozen
+class CaseResult(StageResult):
+    """A test case's answer: every field of its run stage, and its verdict."""
+    verdict: str | None = None
+
+
+@attrs.frozen
+class Summary:
+    verdict: str | None
+    passed: int
+    total: int
+    max_wall_time: int
+    max_memory: int
+
+
+@attrs.frozen
+class JudgeResult:
+    """The answer to a request with test cases: `compile` as always, then the cases."""
+    id: str
+    language: str
+    version: str
+    compile: StageResult
+    test_cases: list[CaseResult]
+    summary: Summary
+
+
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
@@ -112,6 +174,19 @@ def make_strict_converter() -> cattrs.Converter:
     # would win and hand back a plain string.
     conv.register_structure_hook(Status, lambda v, _: Status(strict(str, "a status")(v, None)))
 
+    def compare_hook(value: Any, _type: Any) -> Compare:
+        try:
+            return Compare(strict(str, "a string")(value, None))
+        except ValueError:
+            raise ValueError("must be one of " + ", ".join(c.value for c in Compare)) from None
+    conv.register_structure_hook(Compare, compare_hook)
+
+    def number(value: Any, _type: Any) -> float:
+        if type(value) not in (int, float):  # noqa: E721 - no bool, no "0.1"
+            raise TypeError(f"expected a number, got {type(value).__name__}")
+        return float(value)
+    conv.register_structure_hook(float, number)
+
     # cattrs turns any iterable into a list ("ab" -> ["a", "b"]): only a JSON
     # array is a list here. Registered before the classes, which capture it.
     def strict_list(value: Any, type_: Any) -> Any:
@@ -138,7 +213,8 @@ def make_strict_converter() -> cattrs.Converter:
 
 def _make_converter() -> cattrs.Converter:
     conv = make_strict_converter()
-    for cls in (SourceFile, ExecuteRequest, StageResult, ExecuteResult):
+    for cls in (SourceFile, TestCase, Checker, ExecuteRequest, StageResult, ExecuteResult,
+                CaseResult, Summary, JudgeResult):
         overrides = {a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)}
         conv.register_structure_hook(
             cls, make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **overrides))

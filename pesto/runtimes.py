@@ -61,6 +61,11 @@ class LanguageSpec:
     read_paths: list[str] = attrs.field(factory=list)
     test: str | None = None
     limits: LanguageLimits = attrs.field(factory=LanguageLimits)
+    # The runtime works with threads of its own (a JIT, a GC, schedulers) or
+    # its compiler runs processes side by side: its stages are placed on
+    # every CPU the server may use, not only their slot's (pin_cpus). Where
+    # a job runs, not how much it may use: no limit changes.
+    spread_cpus: bool = False
 
 
 @attrs.frozen

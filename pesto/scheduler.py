@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import attrs
@@ -38,7 +39,8 @@ import msgspec
 
 from pesto.errors import (PestoError, QueueFull, SandboxError, ShuttingDown, TooManyJobs)
 from pesto.metrics import Metrics
-from pesto.models import ExecuteRequest, ExecuteResult, Status, converter, parse_request
+from pesto.models import (ExecuteRequest, ExecuteResult, JudgeResult, Status, converter,
+                          parse_request)
 from pesto.store import Job, JobStatus, Store, Token, utcnow
 
 log = logging.getLogger("pesto.jobs")
@@ -49,7 +51,8 @@ RECORD_GRACE = 1.0      # seconds a waiting handler has to record its job's outc
 
 
 class EngineLike(Protocol):
-    async def execute(self, request: ExecuteRequest, job_id: str) -> ExecuteResult: ...
+    async def execute(self, request: ExecuteRequest, job_id: str, *,
+                      lender: "_Lender") -> ExecuteResult | JudgeResult: ...
 
 
 class JobCancelled(PestoError):
@@ -89,6 +92,23 @@ class _Entry:
     executing: bool = False              # inside engine.execute: cancelling kills the run
     cancel_requested: bool = False
     waiter_records: bool = False         # a waiting handler records a completed outcome
+    max_concurrency: int | None = None   # the token's limit, for slots lent to the job
+
+
+@attrs.define(eq=False)
+class _Lender:
+    """What pesto.judging may borrow extra slots from, for one running job."""
+    scheduler: "Scheduler"
+    entry: _Entry
+
+    def try_borrow(self) -> bool:
+        return self.scheduler._borrow(self.entry)
+
+    def release(self) -> None:
+        self.scheduler._give_back(self.entry)
+
+    def wanted_back(self) -> bool:
+        return bool(self.scheduler._queue)
 
 
 @attrs.define(eq=False)
@@ -116,6 +136,8 @@ class Scheduler:
         self._late: set[asyncio.Future[None]] = set()
         self._closing = False
         self._avg_run = 0.5               # seconds, moving average, for Retry-After
+        # Called with (job id, token id, callback URL) once a job's end is recorded.
+        self.on_finish: Callable[[str, int, str], Awaitable[None]] | None = None
 
     # --- state -----------------------------------------------------------------
 
@@ -162,7 +184,8 @@ class Scheduler:
         # submits cannot overbook.
         entry = _Entry(job_id=job_id, request=request, token_id=token.id, token_name=token.name,
                        created=time.monotonic(), done=asyncio.get_running_loop().create_future(),
-                       running_in_store=start_now, waiter_records=waiter_records)
+                       running_in_store=start_now, waiter_records=waiter_records,
+                       max_concurrency=token.max_concurrency)
         self._entries[job_id] = entry
         self._per_token[token.id] += 1
         if start_now:
@@ -200,15 +223,41 @@ class Scheduler:
             self._dispatch()
         return entry
 
+    def check_room(self, token: Token, count: int) -> None:
+        """Raise what `submit` would raise for the last of `count` jobs submitted
+        now (a batch is taken whole or not at all); nothing is booked."""
+        if self._closing:
+            raise ShuttingDown("the server is shutting down; retry shortly", retry_after=5)
+        if token.max_concurrency is not None and \
+                self._per_token[token.id] + count > token.max_concurrency:
+            raise TooManyJobs(
+                f"this token may have {token.max_concurrency} jobs queued or running at once "
+                f"({self._per_token[token.id]} now, {count} more asked)",
+                retry_after=max(1, math.ceil(self._avg_run)))
+        free = self.workers - self._running if self._queued == 0 else 0
+        if count - max(0, free) > self.queue_size - self._queued:
+            raise QueueFull(f"the server's queue has no room for {count} more jobs; retry later",
+                            retry_after=self.retry_after())
+
     async def wait(self, entry: _Entry) -> Outcome:
         """The job's outcome; a waiter going away does not cancel the job."""
         return await asyncio.shield(entry.done)
 
     async def recover(self) -> tuple[int, int]:
         """Start-up: fail jobs left running, queue jobs left queued. Returns (failed, queued)."""
+        interrupted = await self._store.running_jobs()
         failed = await self._store.fail_running(utcnow(), error_json(Interrupted(
             "the server stopped while this job was running; it was not run again "
             "(untrusted code is never re-run silently): submit it again")))
+        # Their callbacks are due as for any job that ended.
+        for job_id, token_id, body in interrupted:
+            if self.on_finish is not None and '"callbackUrl"' in body:
+                try:
+                    url = parse_request(json.loads(body)).callback_url
+                except (PestoError, ValueError):
+                    continue
+                if url:
+                    await self.on_finish(job_id, token_id, url)
         requeued = 0
         for job, token in await self._store.queued_jobs():
             try:
@@ -220,7 +269,8 @@ class Scheduler:
                 continue
             entry = _Entry(job_id=job.id, request=request, token_id=token.id,
                            token_name=token.name, created=time.monotonic(),
-                           done=asyncio.get_running_loop().create_future(), queued=True)
+                           done=asyncio.get_running_loop().create_future(), queued=True,
+                           max_concurrency=token.max_concurrency)
             self._entries[job.id] = entry
             self._per_token[token.id] += 1
             self._queued += 1                  # recovery may exceed the bound: nothing is dropped
@@ -263,6 +313,7 @@ class Scheduler:
         exc = JobCancelled("the job was cancelled before it started")
         try:
             await self._store.finish_job(entry.job_id, JobStatus.CANCELLED, utcnow())
+            await self._finished(entry)
         finally:
             self._forget(entry)
             self._settle(entry, Outcome(JobStatus.CANCELLED, error=exc))
@@ -296,7 +347,9 @@ class Scheduler:
             if not entry.running_in_store:
                 await self._store.mark_running(entry.job_id, utcnow())
                 entry.running_in_store = True
-            result = await self._engine.execute(entry.request, entry.job_id)
+            # Only a job with test cases can use more than its own slot.
+            lend = {"lender": _Lender(self, entry)} if entry.request.test_cases else {}
+            result = await self._engine.execute(entry.request, entry.job_id, **lend)
             entry.executing = False
             outcome = Outcome(JobStatus.COMPLETED, result=_encode(converter.unstructure(result)))
         except asyncio.CancelledError:
@@ -374,6 +427,16 @@ class Scheduler:
                 and outcome.error is not None else None)
         except Exception:
             log.exception("job %s: could not record its outcome", entry.job_id)
+            return
+        await self._finished(entry)
+
+    async def _finished(self, entry: _Entry) -> None:
+        """A job's end is recorded: queue its callback, if it has one."""
+        if self.on_finish is not None and entry.request.callback_url:
+            try:
+                await self.on_finish(entry.job_id, entry.token_id, entry.request.callback_url)
+            except Exception:
+                log.exception("job %s: could not queue its callback", entry.job_id)
 
     def _forget(self, entry: _Entry) -> None:
         if self._entries.get(entry.job_id) is entry:
@@ -444,6 +507,26 @@ class Scheduler:
                  entry.job_id, entry.token_name, fields["language"], fields["version"],
                  status.value, "".join(f" {k}={v}" for k, v in stages.items()),
                  fields["queued_ms"], fields["run_ms"], extra={"fields": fields})
+
+    # --- slots lent to a running job (its test cases run side by side) --------
+
+    def _borrow(self, entry: _Entry) -> bool:
+        """One more slot for a running job: only while one is idle, no job is
+        queued for it, and the token stays within its concurrency limit."""
+        limit = entry.max_concurrency
+        if self._closing or self._running >= self.workers or self._queue or \
+                (limit is not None and self._per_token[entry.token_id] >= limit):
+            return False
+        self._running += 1
+        self._per_token[entry.token_id] += 1
+        return True
+
+    def _give_back(self, entry: _Entry) -> None:
+        self._running -= 1
+        self._per_token[entry.token_id] -= 1
+        if self._per_token[entry.token_id] <= 0:
+            del self._per_token[entry.token_id]
+        self._dispatch()
 
     # --- shutdown --------------------------------------------------------------
 

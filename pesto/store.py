@@ -72,6 +72,21 @@ class Token:
 
 
 @attrs.frozen
+class Delivery:
+    """One webhook delivery of a finished job's state (pesto/webhooks.py)."""
+    id: int
+    job_id: str
+    token_id: int
+    url: str
+    payload: str
+    status: str                     # pending, delivered, failed
+    attempts: int
+    created_at: float               # Unix time
+    next_attempt_at: float
+    last_error: str | None = None
+
+
+@attrs.frozen
 class Job:
     id: str
     token_id: int
@@ -226,6 +241,33 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE status != 'rejected';
     CREATE INDEX token_requests_pending ON token_requests(status) WHERE status = 'pending';
     """,
+    # 4: signed webhooks (pesto/webhooks.py). Each token gets the secret its
+    # callbacks are signed with (tokens made before this migration get one
+    # too: `pesto token secret NAME` shows a new one); every delivery is a
+    # row, so that retries survive a restart.
+    """
+    ALTER TABLE tokens ADD COLUMN callback_secret TEXT;
+    UPDATE tokens SET callback_secret = lower(hex(randomblob(32)));
+    CREATE TRIGGER tokens_callback_secret AFTER INSERT ON tokens
+        WHEN NEW.callback_secret IS NULL BEGIN
+        UPDATE tokens SET callback_secret = lower(hex(randomblob(32))) WHERE id = NEW.id;
+    END;
+    CREATE TABLE deliveries (
+        id              INTEGER PRIMARY KEY,
+        job_id          TEXT NOT NULL,
+        token_id        INTEGER NOT NULL REFERENCES tokens(id),
+        url             TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        status          TEXT NOT NULL DEFAULT 'pending',   -- pending, delivered, failed
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        created_at      REAL NOT NULL,                     -- Unix time
+        next_attempt_at REAL NOT NULL,
+        finished_at     REAL,
+        last_error      TEXT
+    );
+    CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX deliveries_job ON deliveries(job_id);
+    """,
 )
 
 # last_used_at: usage rows written before schema 2 have none; tokens.last_used_at has it.
@@ -234,6 +276,8 @@ _TOKEN_COLUMNS = ("t.id, t.name, t.created_at, coalesce((SELECT max(l.last_used_
                   " t.max_concurrency, t.revoked_at")
 _REQUEST_COLUMNS = ("id, name, email, purpose, address, status, created_at, decided_at, reason,"
                     " token_id, claimed_at")
+_DELIVERY_COLUMNS = ("id, job_id, token_id, url, payload, status, attempts, created_at,"
+                     " next_attempt_at, last_error")
 _JOB_COLUMNS = "id, token_id, status, request, created_at, started_at, finished_at, result, error"
 
 
@@ -657,6 +701,12 @@ class Store:
             (job_id, token_id)).fetchall()
         return _job(rows[0]) if rows else None
 
+    async def running_jobs(self) -> list[tuple[str, int, str]]:
+        """(id, token id, request) of every job marked running (at start-up: left by a crash)."""
+        async with self._db.execute(
+                "SELECT id, token_id, request FROM jobs WHERE status = 'running'") as cur:
+            return [tuple(row) for row in await cur.fetchall()]
+
     async def fail_running(self, finished_at: str, error: str) -> int:
         """Mark every job left `running` (by a crash) as failed; how many there were."""
         cur = await self._db.execute(
@@ -690,3 +740,66 @@ class Store:
             gone += cur.rowcount
             if cur.rowcount < PURGE_BATCH:
                 return gone
+
+    # --- webhook deliveries and the secrets they are signed with ------------------
+
+    async def callback_secret(self, token_id: int) -> str | None:
+        """The secret this token's callbacks are signed with (loop thread)."""
+        rows = self._conn.execute("SELECT callback_secret FROM tokens WHERE id = ?",
+                                  (token_id,)).fetchall()
+        return rows[0][0] if rows else None
+
+    async def set_callback_secret(self, name: str, secret: str) -> bool:
+        """Give the live token `name` a new callback secret; False when there is none."""
+        cur = await self._db.execute(
+            "UPDATE tokens SET callback_secret = ? WHERE name = ? AND revoked_at IS NULL",
+            (secret, name))
+        return cur.rowcount > 0
+
+    async def add_delivery(self, job_id: str, token_id: int, url: str, payload: str,
+                           now: float) -> None:
+        """Queue one delivery, due at once (loop thread, committed on return)."""
+        self._conn.execute(
+            "INSERT INTO deliveries (job_id, token_id, url, payload, created_at, next_attempt_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)", (job_id, token_id, url, payload, now, now))
+        self._wrote()
+
+    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
+        """Pending deliveries due by `now`, oldest first."""
+        rows = self._conn.execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE status = 'pending'"
+            " AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?", (now, limit)).fetchall()
+        return [Delivery(*row) for row in rows]
+
+    async def next_delivery_at(self) -> float | None:
+        rows = self._conn.execute(
+            "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'").fetchall()
+        return rows[0][0]
+
+    async def end_delivery(self, delivery_id: int, status: str, attempts: int, now: float,
+                           error: str | None = None) -> None:
+        """Record a delivery `delivered` or `failed` for good."""
+        self._conn.execute(
+            "UPDATE deliveries SET status = ?, attempts = ?, finished_at = ?, last_error = ?"
+            " WHERE id = ?", (status, attempts, now, error, delivery_id))
+        self._wrote()
+
+    async def retry_delivery(self, delivery_id: int, attempts: int, next_at: float,
+                             error: str) -> None:
+        self._conn.execute(
+            "UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_error = ?"
+            " WHERE id = ?", (attempts, next_at, error, delivery_id))
+        self._wrote()
+
+    async def deliveries_of(self, job_id: str) -> list[Delivery]:
+        """Every delivery of a job, oldest first (for operators and tests)."""
+        rows = self._conn.execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE job_id = ? ORDER BY id",
+            (job_id,)).fetchall()
+        return [Delivery(*row) for row in rows]
+
+    async def purge_deliveries(self, before: float) -> int:
+        """Delete deliveries that ended before `before` (Unix time)."""
+        cur = await self._db.execute(
+            "DELETE FROM deliveries WHERE status != 'pending' AND finished_at < ?", (before,))
+        return cur.rowcount

@@ -20,11 +20,12 @@ from pesto.api.front import ROUTES as FRONT_ROUTES
 from pesto.api.observe import metrics_endpoint, response_counter
 from pesto.api.options import options_handlers
 from pesto.api.piston import ROUTES as PISTON_ROUTES
-from pesto.api.routes import ROUTES, Services
+from pesto.api.routes import ROUTES, Services, job_body
 from pesto.config import Settings
 from pesto.metrics import Metrics
 from pesto.scheduler import Scheduler
 from pesto.store import Store
+from pesto.webhooks import Deliverer
 
 log = logging.getLogger("pesto.api")
 
@@ -43,6 +44,7 @@ async def _purge_forever(store: Store, retention_days: float) -> None:
             gone = await store.purge_finished(_iso(cutoff))
             if gone:
                 log.info("purged %d job(s) finished before %s", gone, _iso(cutoff))
+            await store.purge_deliveries(cutoff.timestamp())
         except Exception:
             log.exception("purging old jobs failed; will retry")
         await asyncio.sleep(PURGE_INTERVAL)
@@ -77,6 +79,9 @@ def create_app(settings: Settings) -> Litestar:
         app.state.pesto = Services(settings=settings, engine=engine, store=store,
                                    scheduler=scheduler, limiter=RateLimiter(), runtimes=runtimes,
                                    metrics=metrics)
+        deliverer = Deliverer(store, settings, job_body)
+        scheduler.on_finish = deliverer.job_finished
+        deliverer.start()
         purge = asyncio.create_task(_purge_forever(store, settings.retention_days),
                                     name="purge-old-jobs")
         try:
@@ -90,6 +95,7 @@ def create_app(settings: Settings) -> Litestar:
                 await purge
             try:
                 await scheduler.close()
+                await deliverer.close()
             finally:
                 await store.close()
                 await engine.close()

@@ -63,8 +63,8 @@ def add_commands(subparsers: Any) -> None:
     serve.set_defaults(func=cmd_serve)
 
     token = subparsers.add_parser("token", help="create, list and revoke API tokens")
-    token_sub = token.add_subparsers(dest="token_command",
-                                     metavar="{create,list,revoke,requests,approve,reject}")
+    token_sub = token.add_subparsers(
+        dest="token_command", metavar="{create,list,revoke,secret,requests,approve,reject}")
     token_sub.required = True
     create = token_sub.add_parser("create", help="create a token and print it once (last line)")
     _common(create)
@@ -79,6 +79,11 @@ def add_commands(subparsers: Any) -> None:
     revoke.add_argument("name")
     revoke.set_defaults(func=cmd_token_revoke)
     _request_commands(token_sub)
+    secret = token_sub.add_parser(
+        "secret", help="give a token a new callback signing secret and print it once (last line)")
+    _common(secret)
+    secret.add_argument("name")
+    secret.set_defaults(func=cmd_token_secret)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -143,12 +148,13 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     secret = new_token()
 
     async def create(store: Any) -> Any:
-        return await store.create_token(args.name, hash_token(secret),
+        made = await store.create_token(args.name, hash_token(secret),
                                         rate_limit=args.rate_limit,
                                         monthly_limit=args.monthly_limit,
                                         max_concurrency=args.max_concurrency)
+        return made, made and await store.callback_secret(made.id)
 
-    token = asyncio.run(_with_store(settings, create))
+    token, callback_secret = asyncio.run(_with_store(settings, create))
     if token is None:
         print(f"pesto token create: a token named {args.name!r} already exists "
               "(revoke it first or pick another name)", file=sys.stderr)
@@ -156,7 +162,8 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     print(f"Created token {token.name!r} (rate limit: {_limit(token.rate_limit, '/min')}, "
           f"monthly limit: {_limit(token.monthly_limit)}, "
           f"max concurrency: {_limit(token.max_concurrency)}).")
-    print("Store it now: it is shown only once. Send it as the X-Pesto-Token header.")
+    print(f"Callback signing secret (X-Pesto-Signature, docs/judging.md): {callback_secret}")
+    print("Store both now: they are shown only once. Send the token as the X-Pesto-Token header.")
     print(secret)
     return 0
 
@@ -291,4 +298,16 @@ def cmd_token_reject(args: argparse.Namespace) -> int:
         print(f"pesto token reject: no pending token request with ID {args.id}", file=sys.stderr)
         return 1
     print(f"Rejected request {args.id}.")
+def cmd_token_secret(args: argparse.Namespace) -> int:
+    import secrets
+
+    settings = _settings(args)
+    secret = secrets.token_hex(32)
+    done = asyncio.run(_with_store(settings, lambda s: s.set_callback_secret(args.name, secret)))
+    if not done:
+        print(f"pesto token secret: no live token named {args.name!r}", file=sys.stderr)
+        return 1
+    print(f"New callback signing secret of token {args.name!r}; the old one no longer signs. "
+          "Store it now: it is shown only once.")
+    print(secret)
     return 0

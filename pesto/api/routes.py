@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 import uuid
 from typing import Any
 
@@ -17,17 +18,19 @@ from litestar.params import FromPath
 
 from pesto.api.auth import RateLimiter, caller
 from pesto.api.errors import error_response
-from pesto.api.schema import (ExecuteOperation, ExecuteResponse, Health, JobCreated, JobView, Pong,
-                              RuntimeList, errors, ok)
+from pesto.api.schema import (BatchCreated, ExecuteOperation, ExecuteResponse, Health, JobCreated,
+                              JobList, JobView, Pong, RuntimeList, errors, ok)
 from pesto.errors import (InvalidRequest, NotFound, PestoError, QueueFull, QuotaExceeded,
                           RequestTooLarge, ShuttingDown, UnsupportedMediaType)
 from pesto.models import ExecuteRequest, parse_request
 from pesto.scheduler import Scheduler
 from pesto.store import Job, JobStatus, Store, Token
+from pesto.webhooks import check as check_callback
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 JSON = "application/json"
+_ROOT = re.compile(r"\$(?=[.\[:]|\s|\Z)")
 SECURITY = [{"token": []}]
 
 
@@ -60,6 +63,36 @@ def _seconds_to_next_month(now: dt.datetime) -> int:
     return max(1, math.ceil((first - now).total_seconds()))
 
 
+async def _read_json(request: Request[Any, Any, Any], limit: int) -> Any:
+    """The decoded JSON body. Raises UnsupportedMediaType (415), RequestTooLarge
+    (413) or InvalidRequest (400)."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != JSON and not (media.startswith("application/") and media.endswith("+json")):
+        raise UnsupportedMediaType(
+            f"the body must be JSON sent as Content-Type: {JSON} (got {media or 'none'!r})")
+    body = await request.body()
+    if len(body) > limit:
+        raise RequestTooLarge(f"the body is larger than {limit} bytes")
+    try:
+        return _decode(body)
+    except RecursionError:
+        raise InvalidRequest("malformed JSON: nested too deeply") from None
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequest(f"malformed JSON: {exc}") from None
+
+
+async def _check_submission(payload: Any, services: Services) -> ExecuteRequest:
+    """Fields, runtime, limits and callback URL of one submission.
+
+    Raises InvalidRequest / RuntimeNotFound (400).
+    """
+    execute_request = parse_request(payload)
+    services.engine.validate(execute_request)
+    if execute_request.callback_url is not None:
+        await check_callback(execute_request.callback_url, services.settings)
+    return execute_request
+
+
 async def _read_job_request(request: Request[Any, Any, Any],
                             services: Services) -> tuple[ExecuteRequest, str]:
     """Validate an execute body at the edge: media type, size, JSON, fields, runtime, limits.
@@ -67,23 +100,18 @@ async def _read_job_request(request: Request[Any, Any, Any],
     Raises UnsupportedMediaType (415), RequestTooLarge (413), InvalidRequest /
     RuntimeNotFound (400). Returns the request and its body as text for the store.
     """
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media != JSON and not (media.startswith("application/") and media.endswith("+json")):
-        raise UnsupportedMediaType(
-            f"the body must be JSON sent as Content-Type: {JSON} (got {media or 'none'!r})")
-    limit = services.settings.max_body_bytes
-    body = await request.body()
-    if len(body) > limit:
-        raise RequestTooLarge(f"the body is larger than {limit} bytes")
-    try:
-        payload = _decode(body)
-    except RecursionError:
-        raise InvalidRequest("malformed JSON: nested too deeply") from None
-    except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidRequest(f"malformed JSON: {exc}") from None
-    execute_request = parse_request(payload)
-    services.engine.validate(execute_request)
-    return execute_request, body.decode("utf-8")
+    payload = await _read_json(request, services.settings.max_body_bytes)
+    execute_request = await _check_submission(payload, services)
+    return execute_request, (await request.body()).decode("utf-8")
+
+
+def _month_quota(token: Token, count: int = 1) -> None:
+    """Raise QuotaExceeded (429) unless the token may run `count` more executions this month."""
+    if token.monthly_limit is not None and token.month_executions + count > token.monthly_limit:
+        now = dt.datetime.now(dt.timezone.utc)
+        raise QuotaExceeded(
+            "Monthly limit exceeded", retry_after=_seconds_to_next_month(now),
+            hint=f"this token may run {token.monthly_limit} executions per calendar month (UTC)")
 
 
 async def _submit(request: Request[Any, Any, Any], *, waiter_records: bool = False):
@@ -100,11 +128,7 @@ async def submit_job(services: Services, token: Token, execute_request: ExecuteR
 
     Raises QuotaExceeded (429) and whatever `Scheduler.submit` raises.
     """
-    if token.monthly_limit is not None and token.month_executions >= token.monthly_limit:
-        now = dt.datetime.now(dt.timezone.utc)
-        raise QuotaExceeded(
-            "Monthly limit exceeded", retry_after=_seconds_to_next_month(now),
-            hint=f"this token may run {token.monthly_limit} executions per calendar month (UTC)")
+    _month_quota(token)
     job_id = uuid.uuid4().hex
     return await services.scheduler.submit(job_id, execute_request, body, token,
                                            waiter_records=waiter_records)
@@ -112,7 +136,8 @@ async def submit_job(services: Services, token: Token, execute_request: ExecuteR
 
 @post("/api/execute", status_code=200, summary="Run a program and wait",
       operation_class=ExecuteOperation, security=SECURITY,
-      responses={200: ok(ExecuteResponse, "the result of both stages"),
+      responses={200: ok(ExecuteResponse, "the result of both stages (with testCases: "
+                         "compile, testCases and summary instead of runtime; docs/judging.md)"),
                  **errors(400, 401, 409, 413, 415, 429, 500, 503)})
 async def execute(request: Request[Any, Any, Any]) -> Response[bytes]:
     services, entry = await _submit(request, waiter_records=True)
@@ -137,7 +162,7 @@ async def create_job(request: Request[Any, Any, Any]) -> Response[bytes]:
                  {"Location": f"/api/jobs/{entry.job_id}"})
 
 
-def _job_body(job: Job) -> bytes:
+def job_body(job: Job) -> bytes:
     return _encode({
         "id": job.id,
         "status": job.status.value,
@@ -160,7 +185,7 @@ async def _own_job(services: Services, job_id: str, token: Token) -> Job:
      responses={200: ok(JobView, "the job"), **errors(401, 404, 429)})
 async def get_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> Response[bytes]:
     token = await caller(request)
-    return _json(_job_body(await _own_job(_services(request), job_id, token)))
+    return _json(job_body(await _own_job(_services(request), job_id, token)))
 
 
 @delete("/api/jobs/{job_id:str}", status_code=200, summary="Cancel a job",
@@ -171,7 +196,68 @@ async def cancel_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> 
     services = _services(request)
     await _own_job(services, job_id, token)
     await services.scheduler.cancel(job_id, token.id)
-    return _json(_job_body(await _own_job(services, job_id, token)))
+    return _json(job_body(await _own_job(services, job_id, token)))
+
+
+@post("/api/jobs/batch", status_code=202, summary="Queue several programs",
+      description="`{\"submissions\": [...]}`, each the body of a POST /api/jobs; all are "
+      "queued or none (any invalid one is a 400 naming it).",
+      security=SECURITY,
+      responses={202: ok(BatchCreated, "accepted, in order"),
+                 **errors(400, 401, 413, 415, 429, 503)})
+async def create_batch(request: Request[Any, Any, Any]) -> Response[bytes]:
+    token = await caller(request)
+    services = _services(request)
+    settings = services.settings
+    payload = await _read_json(request, settings.max_batch_body_bytes)
+    if not isinstance(payload, dict) or set(payload) != {"submissions"} or \
+            not isinstance(payload["submissions"], list):
+        raise InvalidRequest("Missing parameters: the body must be {\"submissions\": [...]}",
+                             details=["$.submissions: expected a list of job bodies"])
+    submissions = payload["submissions"]
+    if not 1 <= len(submissions) <= settings.max_batch:
+        why = f"$.submissions: 1 to {settings.max_batch} submissions (got {len(submissions)})"
+        raise InvalidRequest("invalid request: " + why, details=[why])
+    # Every submission is checked before any is stored: all or nothing.
+    checked: list[ExecuteRequest] = []
+    problems: list[str] = []
+    for i, submission in enumerate(submissions):
+        try:
+            checked.append(await _check_submission(submission, services))
+        except PestoError as exc:
+            where = f"$.submissions[{i}]"
+            found = exc.details if isinstance(exc.details, list) else [f"$: {exc.message}"]
+            # "$.x: why" and cattrs' "why @ $.x" both become paths inside the batch.
+            problems += [_ROOT.sub(where, line) if "$" in line else f"{where}: {line}"
+                         for line in found]
+    if problems:
+        raise InvalidRequest("invalid request: " + "; ".join(problems), details=problems)
+    _month_quota(token, len(checked))
+    services.scheduler.check_room(token, len(checked))
+    jobs = []
+    for execute_request, submission in zip(checked, submissions):
+        job_id = uuid.uuid4().hex
+        await services.scheduler.submit(job_id, execute_request,
+                                        _encode(submission).decode(), token)
+        jobs.append({"id": job_id, "status": "queued"})
+    return _json({"jobs": jobs}, 202)
+
+
+@get("/api/jobs", summary="Fetch several jobs",
+     description="`?ids=a,b,c`: the jobs in that order; null for an id this token has no job of.",
+     security=SECURITY, responses={200: ok(JobList, "the jobs"), **errors(400, 401, 429)})
+async def get_jobs(request: Request[Any, Any, Any]) -> Response[bytes]:
+    token = await caller(request)
+    services = _services(request)
+    ids = [i for i in request.query_params.get("ids", "").split(",") if i]
+    limit = max(services.settings.max_batch, 100)
+    if not ids:
+        raise InvalidRequest("Missing parameters: ?ids=ID,ID,...", details=["ids: required"])
+    if len(ids) > limit:
+        raise InvalidRequest(f"invalid request: ids: at most {limit} ids",
+                             details=[f"ids: at most {limit} ids"])
+    found = [await services.store.get_job(job_id, token.id) for job_id in ids]
+    return _json(b'{"jobs":[' + b",".join(job_body(j) if j else b"null" for j in found) + b"]}")
 
 
 @get(["/api/runtimes", "/api/list-runtimes"], summary="Installed languages",
@@ -197,4 +283,4 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
                                     retry_after=scheduler.retry_after()))
 
 
-ROUTES = [execute, create_job, get_job, cancel_job, runtimes, ping, healthz]
+ROUTES = [execute, create_job, create_batch, get_jobs, get_job, cancel_job, runtimes, ping, healthz]

@@ -37,9 +37,40 @@ class ExecuteResponse(msgspec.Struct, rename="camel"):
     runtime: StageDoc
 
 
+Verdict = Literal["accepted", "wrong_answer", "time_limit", "memory_limit", "output_limit",
+                  "runtime_error", "compile_error", "skipped", "internal_error"]
+
+
+class CaseDoc(StageDoc, rename="camel"):
+    """A test case's run stage and its verdict (null: no expected output to judge by)."""
+    verdict: Verdict | None
+
+
+class SummaryDoc(msgspec.Struct, rename="camel"):
+    verdict: Verdict | None
+    passed: int
+    total: int
+    max_wall_time: int
+    max_memory: int
+
+
+class JudgeResponse(msgspec.Struct, rename="camel"):
+    """The answer to a request with `testCases` (docs/judging.md)."""
+    id: str
+    language: str
+    version: str
+    compile: StageDoc
+    test_cases: list[CaseDoc]
+    summary: SummaryDoc
+
+
 class JobCreated(msgspec.Struct):
     id: str
     status: Literal["queued"]
+
+
+class BatchCreated(msgspec.Struct):
+    jobs: list[JobCreated]
 
 
 class ErrorBody(msgspec.Struct):
@@ -60,8 +91,14 @@ class JobView(msgspec.Struct, rename="camel"):
     created_at: str
     started_at: str | None
     finished_at: str | None
+    # A job with testCases has a JudgeResponse here (msgspec cannot document
+    # an untagged union of the two; tests/api/test_judging.py checks both).
     result: ExecuteResponse | None
     error: JobError | None
+
+
+class JobList(msgspec.Struct):
+    jobs: list[JobView | None]
 
 
 class RuntimeDoc(msgspec.Struct):
@@ -95,6 +132,14 @@ _FILE = Schema(type=OpenAPIType.OBJECT, required=["name", "code"], properties={
                        description="how `code` is written (default utf8; base64/hex for bytes)"),
 })
 
+_CASE = Schema(type=OpenAPIType.OBJECT, additional_properties=False, properties={
+    "stdin": _s(OpenAPIType.STRING, "standard input (default: the request's)"),
+    "args": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING)),
+    "expectedOutput": _s(OpenAPIType.STRING, "what stdout must be, under `compare`"),
+    "runTimeout": _s(OpenAPIType.INTEGER, "ms (default: the request's)"),
+    "memoryLimit": _s(OpenAPIType.INTEGER, "bytes (default: the request's)"),
+})
+
 EXECUTE_REQUEST = Schema(
     type=OpenAPIType.OBJECT, required=["language"], additional_properties=False,
     description="Give exactly one of `code` and `files`. Limits out of range are a 400.",
@@ -111,6 +156,19 @@ EXECUTE_REQUEST = Schema(
         "compileMemoryLimit": _s(OpenAPIType.INTEGER,
                                  "bytes, the compile stage's own; default: memoryLimit or "
                                  "the language's compile default"),
+        "testCases": Schema(type=OpenAPIType.ARRAY, items=_CASE, max_items=100,
+                            description="compile once, run each case (docs/judging.md)"),
+        "compare": Schema(type=OpenAPIType.STRING, enum=["exact", "trim", "tokens", "float"],
+                          description="how outputs are compared (default trim)"),
+        "absoluteEpsilon": _s(OpenAPIType.NUMBER, "float compare: absolute error allowed"),
+        "relativeEpsilon": _s(OpenAPIType.NUMBER, "float compare: relative error allowed"),
+        "stopOnFirstFailure": _s(OpenAPIType.BOOLEAN, "start no case after a failed one"),
+        "checker": Schema(type=OpenAPIType.OBJECT, required=["language", "code"], properties={
+            "language": _s(OpenAPIType.STRING, "the checker's language"),
+            "version": _s(OpenAPIType.STRING, "its version (default latest)"),
+            "code": _s(OpenAPIType.STRING, "run with input.txt expected.txt actual.txt; "
+                                            "exit 0 accepted, 1 or 2 wrong answer")}),
+        "callbackUrl": _s(OpenAPIType.STRING, "POSTed the job's final state, signed"),
     })
 
 

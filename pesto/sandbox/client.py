@@ -84,6 +84,8 @@ class Session:
         self.uid = -1
         self.closed = False
         self.files: list[dict[str, str]] | None = None   # to go with the first stage
+        self.artifact: str | None = None                 # likewise
+        self.snapshot_error: str | None = None   # why a stage's `snapshot` was not kept
 
     async def _call(self, msg: dict[str, Any]) -> dict[str, Any]:
         reply = await self.slot.call(msg)
@@ -100,28 +102,36 @@ class Session:
             raise SandboxError(f"sandbox failure: {reply.get('error', 'cleanup failed')}")
         return reply
 
-    async def prepare(self, files: list[tuple[str, str | bytes]]) -> str:
-        """The job's work dir. Where the slot has announced the uid it readied,
-        the files go with the first stage (one round trip less per job).
-        Text content is written as UTF-8, bytes as they are."""
+    async def prepare(self, files: list[tuple[str, str | bytes]],
+                      artifact: str | None = None) -> str:
+        """The job's work dir, holding `files` and a copy of the artifact (if
+        any: see pesto.sandbox.artifacts). Where the slot has announced the
+        uid it readied, the files go with the first stage (one round trip
+        less per job). Text content is written as UTF-8, bytes as they are."""
         # JSON carries no bytes: binary content travels as base64.
         encoded = [{"name": n, "content": c} if isinstance(c, str)
                    else {"name": n, "base64": base64.b64encode(c).decode()} for n, c in files]
         if self.slot.next_uid >= 0:
             self.uid, self.slot.next_uid = self.slot.next_uid, -1
-            self.files = encoded
+            self.files, self.artifact = encoded, artifact
             return os.path.join(self.work_root, str(self.uid))
-        reply = await self._call({"op": "prepare", "files": encoded})
+        reply = await self._call({"op": "prepare", "files": encoded, "artifact": artifact})
         self.uid = reply["uid"]
         return reply["workdir"]
 
     async def stage(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """Run one stage; a stage without `more` ends the job (no close needed)."""
+        """Run one stage; a stage without `more` ends the job (no close needed).
+
+        With `snapshot: NAME` in spec, the work dir is kept as artifact NAME
+        after the stage; if it could not be, `snapshot_error` says why.
+        """
         msg = {"op": "stage", **spec}
         if self.files is not None:   # the supervisor checks the uid is the one it readied
-            msg.update(files=self.files, uid=self.uid)
+            msg.update(files=self.files, uid=self.uid, artifact=self.artifact)
             self.files = None
         reply = await self._call(msg)
+        if spec.get("snapshot") and not reply.get("snapshot"):
+            self.snapshot_error = reply.get("snapshot_error", "not kept")
         if not spec.get("more"):
             self.closed = True
         return reply["result"]

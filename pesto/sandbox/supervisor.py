@@ -24,7 +24,8 @@ from typing import Any
 
 import attrs
 
-from pesto.sandbox import helper, kernel, landlock, memory as memory_policy, namespaces, protocol
+from pesto.sandbox import (artifacts, helper, kernel, landlock, memory as memory_policy, namespaces,
+                           protocol)
 from pesto.sandbox.context import Context
 from pesto.sandbox.uids import UidLeases
 
@@ -243,6 +244,7 @@ class Standby:
     report_r: int
     status_r: int   # -1 without a PID namespace
     pidfd: int      # of pid, opened at spawn: immune to pid reuse; its owner closes it
+    wide: bool = False   # placed on every CPU the server may use (spread_cpus)
 
     def close(self) -> None:
         for fd in (self.ctl_w, self.stdin_w, self.out_r, self.err_r, self.report_r, self.status_r):
@@ -288,6 +290,10 @@ class Supervisor:
         self.leftovers = False   # a failed clean-up left something in the slot's tmpfs
         self.work_fd = self.slot_ns.work_fd if self.slot_ns else \
             os.open(ctx.work_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        # The CPUs the spawner may use, when this slot is pinned to fewer
+        # (pesto/sandbox/cpus.py): for runtimes with `spread_cpus`.
+        wide = os.sched_getaffinity(os.getppid())
+        self.wide_cpus = wide if wide != os.sched_getaffinity(0) else None
         # The seccomp program, as a file the exec helper reads.
         self.seccomp_fd = -1
         if ctx.seccomp is not None:
@@ -328,7 +334,7 @@ class Supervisor:
                     self.finish()
                     self.ready_next()
                 elif op == "stage" and msg.get("more") and self.uid >= 0 and self.standby is None:
-                    self.standby = self._spawn_standby()
+                    self.standby = self._spawn_standby(wide=bool(msg.get("spread_cpus")))
         except (ServerGone, OSError):
             return
         finally:
@@ -345,7 +351,11 @@ class Supervisor:
             if op == "stage":
                 if "files" in msg:   # the job's first stage brings its files
                     self.prepare(msg)
-                return {"ok": True, "result": self.stage(msg)}
+                result = self.stage(msg)
+                # A compile whose output seeds later runs (kept only if it succeeded).
+                if msg.get("snapshot") and result["status"] == "ok":
+                    return {"ok": True, "result": result, **self._snapshot(msg["snapshot"])}
+                return {"ok": True, "result": result}
             if op == "close":
                 return {"ok": True, "close": True}
             if op == "abort":
@@ -473,6 +483,9 @@ class Supervisor:
         # planted link can redirect us.
         dfd = os.open(str(uid), os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=self.work_fd)
         try:
+            if msg.get("artifact"):   # a compile stage's output (root's own copy)
+                artifacts.copy_in(artifacts.artifact_path(self.ctx.work_root, msg["artifact"]),
+                                  dfd, uid)
             for f in msg["files"]:
                 data = (base64.b64decode(f["base64"]) if "base64" in f
                         else f["content"].encode())
@@ -511,8 +524,24 @@ class Supervisor:
 
     # -- one stage -------------------------------------------------------
 
-    def _spawn_standby(self) -> Standby:
-        """Start the exec helper that will become the next stage's program."""
+    def _discard(self, sb: Standby) -> None:
+        """Let an unused standby exit (EOF on its control pipe); finish() reaps it."""
+        sb.close()
+        self.exiting.append(sb.pidfd)
+
+    def _spawn_standby(self, wide: bool = False) -> Standby:
+        """Start the exec helper that will become the next stage's program;
+        `wide`: on every CPU the server may use rather than the slot's."""
+        if wide and self.wide_cpus is not None:
+            # Affinity is inherited at spawn: widened for that moment only.
+            pinned = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, self.wide_cpus)
+            try:
+                sb = self._spawn_standby()
+            finally:
+                os.sched_setaffinity(0, pinned)
+            sb.wide = True
+            return sb
         assert self.workdir is not None
         stdin_r, stdin_w = os.pipe()
         out_r, out_w = os.pipe()
@@ -545,7 +574,13 @@ class Supervisor:
         # A previous stage's namespaces may still be exiting: their memory
         # must be gone before this stage's baseline is taken.
         self._wait_exiting()
-        sb = self.standby or self._spawn_standby()
+        sb = self.standby
+        if sb is not None and msg.get("spread_cpus") and self.wide_cpus is not None \
+                and not sb.wide:
+            # Readied on the slot's CPUs: this stage's runtime wants them all.
+            self._discard(sb)
+            sb = None
+        sb = sb or self._spawn_standby(wide=bool(msg.get("spread_cpus")))
         self.standby = None
         memory = int(msg["memory"])
         # The task limit's headroom: the supervisor's own kill forks run in
@@ -605,6 +640,22 @@ class Supervisor:
                            exit_code=127, signal_no=None, reason=None, oom=False,
                            wall=time.monotonic() - start, cpu=0.0, peak=0, truncated=False)
         raise SetupFailed(step, int(err), text)
+
+    def _snapshot(self, name: str) -> dict[str, Any]:
+        """Keep the work dir of the stage just ended as artifact `name`.
+
+        Only once no process of the uid is left (the kernel tears a PID
+        namespace down as its init exits; we kill and reap the rest), so
+        the tree no longer changes while it is read.
+        """
+        self._wait_exiting()
+        Reaper(self.uid).kill_and_reap()
+        try:
+            artifacts.snapshot(self.work_fd, str(self.uid),
+                               artifacts.artifact_path(self.ctx.work_root, name))
+        except artifacts.ArtifactError as exc:
+            return {"snapshot": False, "snapshot_error": str(exc)}
+        return {"snapshot": True}
 
     def _wait_exiting(self) -> None:
         """Wait until the outer processes of earlier stages have exited."""
