@@ -176,3 +176,19 @@ def test_text_log_stays_the_default(tmp_path: Path):
     assert len(lines) == 1 and not lines[0].startswith("{")
     with pytest.raises(json.JSONDecodeError):
         json.loads(lines[0])
+
+
+def test_a_judged_job_counts_once_with_a_run_per_case(data_dir: Path):
+    with running_app(data_dir) as api:
+        before = scrape(api)
+        answer = api.post("/api/execute", {**PY, "code": "print(int(input()) * 2)", "testCases": [
+            {"stdin": "1", "expectedOutput": "2"}, {"stdin": "2", "expectedOutput": "5"},
+            {"stdin": "3", "expectedOutput": "6"}]})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["summary"]["passed"] == 2
+        time.sleep(0.2)
+        after = scrape(api)
+    assert moved(before, after, "pesto_jobs_total", language="Python", version="3.11.2",
+                 status="completed") == 1
+    assert moved(before, after, "pesto_stage_duration_seconds_count",
+                 language="Python", stage="run") == 3
