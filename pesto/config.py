@@ -62,7 +62,14 @@ class Settings:
     run_timeout_default: int = 5000
     timeout_max: int = 30000
     memory_default: int = 128 * 1024 * 1024
-    memory_min: int = 1024 * 1024
+    # Not lower by default: a slot's supervisor shares its memory cgroup with the
+    # run, and where the host withholds CAP_SYS_RESOURCE (containers, many CI
+    # sandboxes) it cannot set its oom_score_adj to -1000. The OOM killer then
+    # weighs the run's +1000 only as "the cgroup's limit" in pages, so under a
+    # limit smaller than the supervisor's own RSS (~17 MiB) a run that fills its
+    # tmpfs work dir got the *supervisor* killed (the job failed with a 500).
+    # 32 MiB keeps the run the victim with room to spare (tests/test_traps.py).
+    memory_min: int = 32 * 1024 * 1024
     memory_max: int = 512 * 1024 * 1024
 
     # Token requests from the page at / (docs/front-door.md): "off", "review"

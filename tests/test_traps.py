@@ -368,3 +368,40 @@ def test_work_dir_announced_ahead_is_checked_and_prepare_still_works(runner):
     assert out(runner.run("python", "print('again')")) == "again\n"
     assert run_uid_processes(runner) == []
     assert leftover_workdirs(runner) == []
+
+
+FILL_TMPFS_C = r"""
+#include <stdio.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+static char buf[1 << 16];
+int main(void) {
+    memset(buf, 'x', sizeof buf);
+    int fd = open("fill", O_CREAT | O_WRONLY, 0600);
+    for (int i = 0; i < 1024; i++)          /* 64 MiB, in the work dir's tmpfs */
+        if (write(fd, buf, sizeof buf) < 0) { perror("write"); return 1; }
+    puts("WROTE");
+    return 0;
+}
+"""
+
+
+def test_trap_small_limit_oom_never_picks_the_supervisor(runner):
+    """A run with a tiny RSS that fills its tmpfs (charged to the slot's memory
+    cgroup) under the smallest allowed limit: the OOM killer must pick the run.
+
+    With a 1-16 MiB minimum and no CAP_SYS_RESOURCE (so the supervisor keeps
+    oom_score_adj 0), the kernel weighed the supervisor's ~17 MiB RSS above the
+    run's +1000 (scaled to the cgroup's limit) and killed the supervisor: the
+    job failed with "the sandbox slot died".
+    """
+    if not runner.engine.layers["cgroups"]["enabled"]:
+        pytest.skip("no memory cgroup here: tmpfs pages are capped by the disk limit instead")
+    smallest = runner.settings.memory_min
+    for _ in range(3):
+        r = runner.run("c", FILL_TMPFS_C, memory_limit=smallest)
+        assert r.runtime.status == "memory", r.runtime
+        hog = runner.run("python", "x = bytearray(200 << 20)", memory_limit=smallest)
+        assert hog.runtime.status == "memory", hog.runtime
+    assert runner.run("python", "print('alive')").runtime.stdout == "alive\n"

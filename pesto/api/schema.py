@@ -152,7 +152,7 @@ EXECUTE_REQUEST = Schema(
         "args": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING)),
         "compileTimeout": _s(OpenAPIType.INTEGER, "ms, 1..30000, default 5000"),
         "runTimeout": _s(OpenAPIType.INTEGER, "ms, 1..30000, default 5000"),
-        "memoryLimit": _s(OpenAPIType.INTEGER, "bytes, 1 MiB..512 MiB, default 128 MiB"),
+        "memoryLimit": _s(OpenAPIType.INTEGER, "bytes, 32 MiB..512 MiB, default 128 MiB"),
         "compileMemoryLimit": _s(OpenAPIType.INTEGER,
                                  "bytes, the compile stage's own; default: memoryLimit or "
                                  "the language's compile default"),

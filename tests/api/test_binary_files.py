@@ -22,6 +22,18 @@ def test_binary_files_arrive_byte_for_byte(api: Api) -> None:
     assert response.json()["runtime"]["stdout"] == blob.hex() + " 00ff10"
 
 
+C_BIG = """#include <stdio.h>
+#define A 1,1,1,1,1,1,1,1,1,1,
+#define B A A A A A A A A A A
+#define C B B B B B B B B B B
+#define D C C C C C C C C C C
+#define E D D D D D D D D D D
+#define F E E E E E E E E E E
+static const int big[] = { F 1 };
+int main(void) { printf("%zu\\n", sizeof big / sizeof big[0]); return 0; }
+"""
+
+
 def test_bad_encodings_are_refused(api: Api) -> None:
     for file, where in (({"encoding": "rot13"}, "$.files[1].encoding"),
                         ({"encoding": "hex", "code": "zz"}, "$.files[1].code"),
@@ -35,13 +47,14 @@ def test_bad_encodings_are_refused(api: Api) -> None:
 def test_compile_memory_limit_is_the_compile_stages_own(api: Api) -> None:
     assert_error(api.post("/api/execute", {"language": "c", "code": C_HELLO,
                                            "compileMemoryLimit": 1024}), 400, "INVALID_REQUEST")
-    # Not lower: at 1-2 MiB any stage (a Python run too, whatever the route)
-    # takes its sandbox slot down with it and the job fails with a 500.
-    starved = api.post("/api/execute", {"language": "c", "code": C_HELLO,
-                                        "compileMemoryLimit": 4 * 2**20}).json()
+    # gcc needs ~130 MiB for this million-element initializer: the server's
+    # smallest limit (32 MiB) starves the compile, and only the compile.
+    starved = api.post("/api/execute", {"language": "c", "code": C_BIG,
+                                        "compileMemoryLimit": 32 * 2**20}).json()
     assert starved["compile"]["status"] != "ok" and starved["runtime"]["status"] == "skipped"
     # A small run limit does not shrink the compile stage given its own.
-    roomy = api.post("/api/execute", {"language": "c", "code": C_HELLO, "memoryLimit": 4 * 2**20,
-                                      "compileMemoryLimit": 256 * 2**20}).json()
+    roomy = api.post("/api/execute", {"language": "c", "code": C_BIG, "memoryLimit": 32 * 2**20,
+                                      "compileMemoryLimit": 256 * 2**20,
+                                      "compileTimeout": 20000}).json()
     assert roomy["compile"]["status"] == "ok", roomy["compile"]
-    assert roomy["runtime"]["stdout"] == "hi\n"
+    assert roomy["runtime"]["stdout"] == "1000001\n"
