@@ -19,7 +19,8 @@ from pesto.models import ExecuteRequest, converter
 
 def _settings(args: argparse.Namespace, **extra):
     return load_settings(config_file=getattr(args, "config", None),
-                         data_dir=getattr(args, "data_dir", None), **extra)
+                         data_dir=getattr(args, "data_dir", None),
+                         store_url=getattr(args, "store", None), **extra)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -105,6 +106,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                                   ("admin_token", "***" if settings.admin_token else None),
                                   ("metrics_token", "***" if settings.metrics_token else None))}
         print("config:", ", ".join(f"{k}={v}" for k, v in safe.items()))
+        _print_store(settings)
         if missing:
             print(f"required layers missing: {', '.join(missing)}", file=sys.stderr)
         if not paths["ok"]:
@@ -133,6 +135,41 @@ def doctor_paths(settings, ctx) -> dict:
                       f"{count} installed language(s), not the data dir"}
 
 
+def _print_store(settings) -> None:
+    """The store, this host's node name and, on PostgreSQL, the live nodes."""
+    from pesto.stores import is_postgres
+
+    if not is_postgres(settings.store_url):
+        print(f"store: sqlite in {settings.store_url or settings.data_dir} (single node)")
+        return
+    import socket
+
+    from pesto.pgstore import PgStore, safe_url
+
+    name = settings.node_name or f"{socket.gethostname()}:<pid>"
+    print(f"store: {safe_url(settings.store_url)} (cluster; this node is named {name}; "
+          f"a node's id is chosen when `pesto serve` starts)")
+
+    async def live():
+        store = await PgStore.open(settings.store_url)
+        try:
+            return await store.schema_version(), await store.nodes(settings.node_lease)
+        finally:
+            await store.close()
+
+    try:
+        version, nodes = asyncio.run(live())
+    except Exception as exc:
+        print(f"store: cannot reach the database: {exc}", file=sys.stderr)
+        return
+    print(f"store: schema version {version}, {len(nodes)} live node(s)"
+          f" (heartbeat within {settings.node_lease:g} s)")
+    for node in nodes:
+        print(f"  node {node['id']}  {node['name']}  workers={node['workers']}"
+              f" running={node['running']}  heartbeat {node['heartbeatAge']:.1f} s ago"
+              f"  up since {node['startedAt']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pesto", description="Pesto remote code execution engine")
     p.add_argument("--config", help="pesto.toml (default: $PESTO_CONFIG)")
@@ -158,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     doc = sub.add_parser("doctor", help="report which sandbox layers this host offers")
     doc.add_argument("--json", action="store_true")
     doc.add_argument("--data-dir", help="the data dir `pesto serve` would use (checked private)")
+    doc.add_argument("--store", metavar="URL", help="the store to report on (default: $PESTO_STORE_URL)")
     doc.set_defaults(func=cmd_doctor)
 
     try:

@@ -28,6 +28,13 @@ class Settings:
     # Must be traversable by run uids (0711), so never inside data_dir (0700).
     sandbox_dir: Path = Path("/var/lib/pesto-sandbox")
     languages_dir: Path = _REPO_LANGUAGES
+    # The store: None or sqlite:///dir = SQLite in data_dir (or dir); postgresql://... =
+    # PostgreSQL shared by many nodes (pesto/stores.py). repr=False: it may hold a password.
+    store_url: str | None = attrs.field(default=None, repr=False)
+    # Cluster (PostgreSQL store only): this node's name in `pesto doctor` (default host:pid),
+    # and the seconds without a heartbeat after which its running jobs are failed.
+    node_name: str = ""
+    node_lease: float = 10.0
 
     # HTTP.
     host: str = "0.0.0.0"

@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 from litestar import Litestar
@@ -24,7 +25,7 @@ from pesto.api.routes import ROUTES, Services, job_body
 from pesto.config import Settings
 from pesto.metrics import Metrics
 from pesto.scheduler import Scheduler
-from pesto.store import Store
+from pesto.stores import StoreAPI, open_store
 from pesto.webhooks import Deliverer
 
 log = logging.getLogger("pesto.api")
@@ -36,7 +37,7 @@ def _iso(moment: dt.datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-async def _purge_forever(store: Store, retention_days: float) -> None:
+async def _purge_forever(store: StoreAPI, retention_days: float) -> None:
     """Delete finished jobs older than the retention period, now and every hour."""
     while True:
         try:
@@ -61,7 +62,7 @@ def create_app(settings: Settings) -> Litestar:
         # The engine first: it starts its spawner before the store brings threads.
         engine = await Engine.start(settings)
         try:
-            store = await Store.open(settings.data_dir)
+            store = await open_store(settings)
             if settings.admin_token:
                 # PESTO_ADMIN_TOKEN: a first token without `pesto token create`.
                 if await store.ensure_token("admin", hash_token(settings.admin_token)):
@@ -69,15 +70,25 @@ def create_app(settings: Settings) -> Litestar:
         except BaseException:
             await engine.close()
             raise
-        scheduler = Scheduler(engine, store, workers=settings.workers,
-                              queue_size=settings.queue_size,
-                              shutdown_timeout=settings.shutdown_timeout, metrics=metrics)
+        limiter: Any = RateLimiter()
+        if getattr(store, "cluster", False):
+            # PostgreSQL: the queue and the rate windows are shared (pesto/cluster.py).
+            from pesto.cluster import ClusterScheduler, SharedRateLimiter
+            scheduler: Scheduler = ClusterScheduler(
+                engine, store, workers=settings.workers, queue_size=settings.queue_size,
+                shutdown_timeout=settings.shutdown_timeout, metrics=metrics,
+                node_name=settings.node_name, lease=settings.node_lease)
+            limiter = SharedRateLimiter(store)
+        else:
+            scheduler = Scheduler(engine, store, workers=settings.workers,
+                                  queue_size=settings.queue_size,
+                                  shutdown_timeout=settings.shutdown_timeout, metrics=metrics)
         metrics.watch(lambda: {**scheduler.stats(), "ready": engine.sandbox.idle_slots})
         runtimes = msgspec.json.encode({"runtime": [
             {"language": r.language, "version": r.version, "aliases": list(r.spec.aliases),
              "compiled": r.compiled} for r in engine.registry.installed]})
         app.state.pesto = Services(settings=settings, engine=engine, store=store,
-                                   scheduler=scheduler, limiter=RateLimiter(), runtimes=runtimes,
+                                   scheduler=scheduler, limiter=limiter, runtimes=runtimes,
                                    metrics=metrics)
         deliverer = Deliverer(store, settings, job_body)
         scheduler.on_finish = deliverer.job_finished
@@ -87,7 +98,7 @@ def create_app(settings: Settings) -> Litestar:
         try:
             await scheduler.recover()
             log.info("serving with %d worker(s), queue of %d, data in %s",
-                     scheduler.workers, scheduler.queue_size, settings.data_dir)
+                     scheduler.workers, scheduler.queue_size, store.path)
             yield
         finally:
             purge.cancel()

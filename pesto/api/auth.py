@@ -55,7 +55,10 @@ class RateLimiter:
         self._windows: dict[int, collections.deque[float]] = {}
 
     def hit(self, token: Token) -> None:
-        """Count one request; raises RateLimited (429) when over the token's limit."""
+        """Count one request; raises RateLimited (429) when over the token's limit.
+
+        (pesto.cluster.SharedRateLimiter returns an awaitable instead.)
+        """
         if token.rate_limit is None:
             return
         now = self._clock()
@@ -98,7 +101,9 @@ async def authenticate(store: Store, limiter: RateLimiter, header: str | None, *
         _hashes[value] = digest
     if scope is not None:
         scope["pesto_token"] = token.name
-    limiter.hit(token)
+    pending = limiter.hit(token)
+    if pending is not None:      # the shared limiter (PostgreSQL) asks the database
+        await pending
     return token
 
 

@@ -28,6 +28,9 @@ def _positive(text: str) -> int:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="directory of the SQLite file (default /var/lib/pesto)")
+    parser.add_argument("--store", metavar="URL",
+                        help="sqlite:///dir (default: the data dir) or postgresql://... "
+                             "shared by many nodes (default: $PESTO_STORE_URL)")
     # SUPPRESS: not given here, `pesto --config FILE serve` (the main parser's) still counts.
     parser.add_argument("--config", default=argparse.SUPPRESS,
                         help="a pesto.toml file (default: $PESTO_CONFIG)")
@@ -35,7 +38,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     return load_settings(config_file=getattr(args, "config", None), data_dir=args.data_dir,
-                         **overrides)
+                         store_url=args.store, **overrides)
 
 
 def _limit_flags(parser: argparse.ArgumentParser, default: str = "") -> None:
@@ -101,7 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Open (create, migrate) the store once up front, so that a bad data dir
         # is one clear line here rather than a traceback from the lifespan.
         asyncio.run(_with_store(settings, lambda store: store.schema_version()))
-    except (PestoError, OSError, RuntimeError) as exc:
+    except Exception as exc:    # a bad data dir, an unreachable database, a newer schema
         print(f"pesto serve: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
     # The same for paths a run's uid must (not) reach: one clear refusal here
@@ -132,9 +135,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def _with_store(settings: Settings, action: Any) -> Any:
-    from pesto.store import Store
+    from pesto.stores import open_store
 
-    store = await Store.open(settings.data_dir)
+    store = await open_store(settings)
     try:
         return await action(store)
     finally:

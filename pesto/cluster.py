@@ -1,0 +1,402 @@
+"""Many nodes on one PostgreSQL store: the shared queue, heartbeats and limits.
+
+`ClusterScheduler` is the `Scheduler` with its queue moved into the
+database (docs/cluster.md); the run slots, the engine calls, cancellation
+of a local run and the recording of outcomes are the base class's.
+
+- `submit`: a free slot here runs the job at once (persisted `running` on
+  this node, as on a single node); otherwise the job is persisted `queued`
+  and NOTIFYs every node. Limits (concurrency, monthly quota, queue size)
+  are checked by the database in the insert, so they hold cluster-wide.
+- A claim loop takes queued jobs (`FOR UPDATE SKIP LOCKED`) for the slots
+  free here, when woken by a NOTIFY, by a slot freeing, or every
+  `POLL_INTERVAL` in case a notification was lost.
+- A waiter here for a job run elsewhere is settled by the `pesto_done`
+  NOTIFY of its finish (and by the same slow poll).
+- A cancel of a job this node does not hold cancels it in the database if it
+  is still queued, else NOTIFYs `pesto_cancel`: the node running it kills it.
+- A heartbeat every lease/4; each node also fails (`INTERRUPTED`) the running
+  jobs of nodes silent for longer than the lease. Nothing is ever re-run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from typing import Any, Awaitable
+
+from pesto.errors import (PestoError, QueueFull, QuotaExceeded, RateLimited, ShuttingDown,
+                          TooManyJobs)
+from pesto.models import ExecuteRequest, parse_request
+from pesto.scheduler import (Interrupted, JobCancelled, Outcome, Scheduler, _Entry,
+                             error_json)
+from pesto.store import Job, JobStatus, Token, utcnow
+
+log = logging.getLogger("pesto.cluster")
+
+POLL_INTERVAL = 1.0         # seconds between claims/polls when no notification came
+EARLY_CANCEL_TTL = 30.0     # seconds a cancel for a job not (yet) here is remembered
+
+
+def _error_classes() -> dict[str, type[PestoError]]:
+    found: dict[str, type[PestoError]] = {}
+    todo = [PestoError]
+    while todo:
+        cls = todo.pop()
+        found.setdefault(getattr(cls, "code", ""), cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def outcome_of(job: Job | None) -> Outcome:
+    """The outcome a waiter gets for a job another node finished."""
+    if job is None:
+        return Outcome(JobStatus.FAILED, error=PestoError("the job is gone from the store"))
+    if job.status is JobStatus.COMPLETED and job.result is not None:
+        return Outcome(JobStatus.COMPLETED, result=job.result.encode())
+    if job.status is JobStatus.CANCELLED:
+        return Outcome(JobStatus.CANCELLED, error=JobCancelled("the job was cancelled"))
+    stored = json.loads(job.error) if job.error else {}
+    cls = _error_classes().get(stored.get("code", ""), PestoError)
+    error = cls(stored.get("message") or "the job failed")
+    return Outcome(JobStatus.FAILED, error=error)
+
+
+def _next_month_seconds() -> int:
+    from pesto.api.routes import _seconds_to_next_month
+    import datetime as dt
+    return _seconds_to_next_month(dt.datetime.now(dt.timezone.utc))
+
+
+class SharedRateLimiter:
+    """The per-token requests-per-minute window, kept in the database for every node."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def hit(self, token: Token) -> Awaitable[None] | None:
+        """None for a token without a rate limit, else an awaitable that raises RateLimited."""
+        if token.rate_limit is None:
+            return None
+        return self._hit(token)
+
+    async def _hit(self, token: Token) -> None:
+        wait = await self._store.rate_hit(token.id, token.rate_limit)
+        if wait:
+            retry = max(1, math.ceil(wait))
+            raise RateLimited(
+                f"this token may make {token.rate_limit} requests per minute; retry in {retry} s",
+                retry_after=retry)
+
+
+class ClusterScheduler(Scheduler):
+    def __init__(self, engine: Any, store: Any, *, workers: int, queue_size: int,
+                 shutdown_timeout: float, node_name: str = "", lease: float = 10.0) -> None:
+        super().__init__(engine, store, workers=workers, queue_size=queue_size,
+                         shutdown_timeout=shutdown_timeout)
+        self.node_id = uuid.uuid4().hex[:16]
+        self.node_name = node_name or f"{socket.gethostname()}:{os.getpid()}"
+        self.lease = lease
+        self._remote: dict[str, _Entry] = {}      # waited on here, queued or run elsewhere
+        self._watchers: dict[str, list[asyncio.Future[None]]] = {}   # cancels awaiting a finish
+        self._early_cancels: dict[str, float] = {}
+        self._wake = asyncio.Event()
+        self._claimer: asyncio.Task[None] | None = None
+        self._beater: asyncio.Task[None] | None = None
+        self._queued_seen = 0                     # jobs queued cluster-wide, at the last heartbeat
+        self._background: set[asyncio.Future[Any]] = set()
+
+    # --- state -----------------------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        return not self._closing and (self._running < self.workers
+                                      or self._queued_seen < self.queue_size)
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), "queued": self._queued_seen, "node": self.node_id,
+                "waiting": len(self._remote)}
+
+    def retry_after(self) -> int:
+        wait = self._avg_run * (1 + self._queued_seen / self.workers)
+        return max(1, min(60, math.ceil(wait)))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- start-up --------------------------------------------------------------
+
+    async def recover(self) -> tuple[int, int]:
+        """Join the cluster: heartbeat, LISTEN, start claiming. Returns (failed, queued).
+
+        Jobs of this node's previous life are failed by the lease (its old id
+        stops heartbeating); here only jobs of nodes with no row are failed.
+        """
+        await self._store.heartbeat(self.node_id, self.node_name, self.workers, 0)
+        await self._listen()
+        failed = await self._store.fail_running(utcnow(), error_json(Interrupted(
+            "the node running this job stopped; it was not run again "
+            "(untrusted code is never re-run silently): submit it again")))
+        queued = await self._store.queued_count()
+        self._queued_seen = queued
+        self._claimer = asyncio.create_task(self._claim_loop(), name="cluster-claim")
+        self._beater = asyncio.create_task(self._heartbeat_loop(), name="cluster-heartbeat")
+        log.info("node %s (%s) joined the cluster on %s; %d job(s) queued",
+                 self.node_id, self.node_name, self._store.path, queued)
+        return failed, queued
+
+    async def _listen(self) -> None:
+        await self._store.listen({"pesto_queue": self._on_queue, "pesto_done": self._on_done,
+                                  "pesto_cancel": self._on_cancel})
+
+    # --- intake ----------------------------------------------------------------
+
+    async def submit(self, job_id: str, request: ExecuteRequest, body: str, token: Token, *,
+                     waiter_records: bool = False) -> _Entry:
+        """Persist and schedule a job (see the module docstring); returns a handle for `wait`.
+
+        The outcome is always recorded before a waiter is settled (another
+        node may be asked about the job next), so `waiter_records` is ignored.
+        Raises ShuttingDown / QueueFull (503), TooManyJobs / QuotaExceeded (429).
+        """
+        if self._closing:
+            raise ShuttingDown("the server is shutting down; retry shortly", retry_after=5)
+        start_now = self._running < self.workers
+        entry = _Entry(job_id=job_id, request=request, token_id=token.id, token_name=token.name,
+                       created=time.monotonic(), done=asyncio.get_running_loop().create_future(),
+                       running_in_store=start_now)
+        if start_now:                     # book the slot before the first await
+            self._running += 1
+            self._entries[job_id] = entry
+            self._per_token[token.id] += 1
+        else:
+            self._remote[job_id] = entry
+        now = utcnow()
+        job = Job(id=job_id, token_id=token.id,
+                  status=JobStatus.RUNNING if start_now else JobStatus.QUEUED,
+                  request=body, created_at=now, started_at=now if start_now else None)
+        verdict = "error"
+        try:
+            verdict = await self._store.submit_job(
+                job, self.node_id, None if start_now else self.queue_size)
+        finally:
+            if verdict != "ok":
+                self._undo(entry, start_now)
+        if verdict != "ok":
+            raise self._refusal(verdict, token)
+        if start_now and self._closing:       # shutdown began during the insert
+            self._running -= 1
+            self._forget(entry)
+            exc = ShuttingDown("the server is shutting down; retry shortly", retry_after=5)
+            await self._store.finish_job(job_id, JobStatus.FAILED, utcnow(), error=error_json(exc))
+            raise exc
+        if start_now:
+            self._start(entry)
+        return entry
+
+    def _undo(self, entry: _Entry, started: bool) -> None:
+        if started:
+            self._running -= 1
+            self._forget(entry)
+            self._dispatch()
+        else:
+            self._remote.pop(entry.job_id, None)
+
+    def _refusal(self, verdict: str, token: Token) -> PestoError:
+        if verdict == "concurrency":
+            return TooManyJobs(
+                f"this token may have {token.max_concurrency} jobs queued or running at once; "
+                "wait for one to finish", retry_after=max(1, math.ceil(self._avg_run)))
+        if verdict == "quota":
+            return QuotaExceeded(
+                f"this token may run {token.monthly_limit} executions per calendar month (UTC)",
+                retry_after=_next_month_seconds())
+        if verdict == "full":
+            self._queued_seen = max(self._queued_seen, self.queue_size)
+            return QueueFull(f"the cluster's queue is full ({self.queue_size} jobs); retry later",
+                             retry_after=self.retry_after())
+        return PestoError(f"the store refused the job ({verdict})")
+
+    # --- the shared queue ------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        """A slot freed (or a job was refused): look for queued work."""
+        if not self._closing:
+            self._wake.set()
+
+    def _on_queue(self, _payload: str) -> None:
+        self._wake.set()
+
+    async def _claim_loop(self) -> None:
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            if self._closing:
+                return
+            free = self.workers - self._running
+            if free <= 0:
+                continue
+            self._running += free          # booked while the claim is in flight
+            claimed: list[tuple[Job, str]] = []
+            try:
+                claimed = await self._store.claim(self.node_id, free, utcnow())
+            except Exception:
+                log.exception("claiming queued jobs failed; will retry")
+                await asyncio.sleep(POLL_INTERVAL)
+            finally:
+                self._running -= free - len(claimed)
+            if self._closing and claimed:
+                # Claimed while shutting down: nothing ran; give them back.
+                self._running -= len(claimed)
+                await self._store.unclaim(self.node_id, [job.id for job, _ in claimed])
+                return
+            for job, token_name in claimed:
+                await self._run_claimed(job, token_name)
+            if claimed and len(claimed) == free:
+                self._wake.set()            # there may be more
+
+    async def _run_claimed(self, job: Job, token_name: str) -> None:
+        try:
+            request = parse_request(json.loads(job.request))
+        except (PestoError, ValueError) as exc:
+            self._running -= 1
+            await self._store.finish_job(job.id, JobStatus.FAILED, utcnow(), error=error_json(
+                Interrupted(f"the stored request could not be read back: {exc}")))
+            return
+        entry = self._remote.pop(job.id, None)    # submitted here: its waiter is here too
+        if entry is None:
+            entry = _Entry(job_id=job.id, request=request, token_id=job.token_id,
+                           token_name=token_name, created=time.monotonic(),
+                           done=asyncio.get_running_loop().create_future())
+        entry.running_in_store = True
+        if self._early_cancels.pop(job.id, None) is not None:
+            entry.cancel_requested = True   # `_run` records it cancelled before running it
+        self._entries[job.id] = entry
+        self._per_token[entry.token_id] += 1
+        self._start(entry)
+
+    # --- finishes and cancels from other nodes ----------------------------------
+
+    def _on_done(self, job_id: str) -> None:
+        for watcher in self._watchers.pop(job_id, ()):
+            if not watcher.done():
+                watcher.set_result(None)
+        entry = self._remote.pop(job_id, None)
+        if entry is not None:
+            self._spawn(self._settle_remote(entry))
+
+    async def _settle_remote(self, entry: _Entry) -> None:
+        try:
+            job = await self._store.job_by_id(entry.job_id)
+        except Exception:
+            log.exception("job %s: could not read its outcome; will retry", entry.job_id)
+            self._remote.setdefault(entry.job_id, entry)    # the poll tries again
+            return
+        if job is not None and not job.status.finished:
+            self._remote.setdefault(entry.job_id, entry)
+            return
+        self._settle(entry, outcome_of(job))
+
+    def _on_cancel(self, job_id: str) -> None:
+        entry = self._entries.get(job_id)
+        if entry is not None:
+            self._spawn(super().cancel(job_id, entry.token_id))
+            return
+        # Not here (yet): this node may be claiming it right now.
+        now = time.monotonic()
+        self._early_cancels = {k: t for k, t in self._early_cancels.items()
+                               if now - t < EARLY_CANCEL_TTL}
+        self._early_cancels[job_id] = now
+
+    async def cancel(self, job_id: str, token_id: int) -> None:
+        """Cancel the token's job wherever it is queued or running; returns once recorded
+        (or after the shutdown timeout when its node does not answer)."""
+        if job_id in self._entries:
+            await super().cancel(job_id, token_id)
+            return
+        if await self._store.cancel_queued(job_id, token_id, utcnow()):
+            return
+        job = await self._store.get_job(job_id, token_id)
+        if job is None or job.status.finished:
+            return
+        watcher = asyncio.get_running_loop().create_future()
+        self._watchers.setdefault(job_id, []).append(watcher)
+        await self._store.notify_cancel(job_id)
+        deadline = time.monotonic() + self._shutdown_timeout + 2 * POLL_INTERVAL
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    await asyncio.wait_for(asyncio.shield(watcher), POLL_INTERVAL)
+                    return
+                except asyncio.TimeoutError:
+                    job = await self._store.get_job(job_id, token_id)
+                    if job is None or job.status.finished:
+                        return
+        finally:
+            watchers = self._watchers.get(job_id, [])
+            if watcher in watchers:
+                watchers.remove(watcher)
+                if not watchers:
+                    del self._watchers[job_id]
+
+    # --- heartbeats and leases ---------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        interval = max(0.1, self.lease / 4)
+        error = error_json(Interrupted(
+            "the node running this job stopped answering; the job was not run again "
+            "(untrusted code is never re-run silently): submit it again"))
+        while True:
+            try:
+                await self._store.heartbeat(self.node_id, self.node_name, self.workers,
+                                            self._running)
+                if not self._store.listening:
+                    log.warning("the LISTEN connection was lost; reconnecting")
+                    await self._listen()
+                    self._wake.set()
+                reaped = await self._store.reap(self.lease, utcnow(), error)
+                if reaped:
+                    log.warning("failed %d job(s) of node(s) silent for over %.1f s: %s",
+                                len(reaped), self.lease, ", ".join(reaped))
+                self._queued_seen = await self._store.queued_count()
+                if self._remote:        # waiters whose finish notification was missed
+                    for job_id in await self._store.finished_among(list(self._remote)):
+                        self._on_done(job_id)
+            except Exception:
+                log.exception("heartbeat failed; will retry")
+            await asyncio.sleep(interval)
+
+    # --- shutdown --------------------------------------------------------------
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop claiming, let local runs finish (the base class), leave the cluster."""
+        self._closing = True
+        self._wake.set()
+        if self._claimer is not None:
+            await asyncio.gather(self._claimer, return_exceptions=True)
+        await super().close(timeout)
+        for entry in list(self._remote.values()):
+            self._settle(entry, Outcome(JobStatus.QUEUED, error=ShuttingDown(
+                f"this node shut down while job {entry.job_id} waited; another node runs it: "
+                "fetch it with GET /api/jobs/<id>", retry_after=5)))
+        self._remote.clear()
+        if self._beater is not None:
+            self._beater.cancel()
+            await asyncio.gather(self._beater, return_exceptions=True)
+        for task in list(self._background):
+            task.cancel()
+        try:
+            await self._store.leave(self.node_id)
+        except Exception:
+            log.exception("could not remove this node from the cluster (its lease will expire)")

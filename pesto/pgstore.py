@@ -1,0 +1,499 @@
+"""The PostgreSQL store: the same records and methods as `pesto.store.Store`,
+for many Pesto nodes sharing one database (docs/cluster.md).
+
+Every SQL statement of the PostgreSQL backend lives in this file. The driver
+is asyncpg (a connection pool for statements, one more connection that only
+LISTENs). Timestamps of jobs and tokens are the same ISO 8601 text as in
+SQLite, so callers see identical records; node heartbeats and rate-limit
+hits use the database's own clock (`now()`, `clock_timestamp()`), the one
+clock every node agrees on.
+
+What the SQLite store does in the process, this one does in the database,
+so that it holds across nodes:
+- the queue: `claim` takes queued jobs with `FOR UPDATE SKIP LOCKED`, so two
+  nodes never take the same job;
+- wake-ups: a queued insert NOTIFYs `pesto_queue`, every finish NOTIFYs
+  `pesto_done` (payload: the job id), a cancel of a job running elsewhere
+  NOTIFYs `pesto_cancel`; NOTIFY is sent at commit, so a listener that hears
+  it reads the committed row;
+- token limits: `pesto_submit` checks a limited token's concurrency and
+  monthly quota under a lock of its row, and `pesto_rate_hit` keeps the
+  sliding one-minute window of each rate-limited token in `rate_hits`;
+- nodes: each node upserts its heartbeat; `reap` fails the running jobs of
+  nodes whose heartbeat is older than the lease (never re-runs them).
+
+Migrations are numbered like SQLite's and applied at start under an advisory
+lock, so several nodes starting at once apply each one exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import asyncpg
+
+from pesto.store import Job, JobStatus, Token, utcnow
+
+log = logging.getLogger("pesto.store")
+
+PURGE_BATCH = 500
+MIGRATE_LOCK = 0x7065_7374    # "pest": the advisory lock key held while migrating
+CHANNELS = ("pesto_queue", "pesto_done", "pesto_cancel")
+
+# Each entry moves the schema from version i to i+1. Never edit a shipped one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE tokens (
+        id              bigserial PRIMARY KEY,
+        name            text NOT NULL,
+        hash            text NOT NULL UNIQUE,
+        created_at      text NOT NULL,
+        last_used_at    text,
+        rate_limit      integer,
+        monthly_limit   integer,
+        max_concurrency integer,
+        revoked_at      text
+    );
+    CREATE UNIQUE INDEX tokens_live_name ON tokens(name) WHERE revoked_at IS NULL;
+
+    CREATE TABLE nodes (
+        id           text PRIMARY KEY,
+        name         text NOT NULL,
+        workers      integer NOT NULL,
+        running      integer NOT NULL DEFAULT 0,
+        started_at   timestamptz NOT NULL DEFAULT now(),
+        heartbeat_at timestamptz NOT NULL DEFAULT now()
+    );
+
+    CREATE TABLE jobs (
+        id          text PRIMARY KEY,
+        seq         bigserial NOT NULL,          -- queue order, independent of node clocks
+        token_id    bigint NOT NULL REFERENCES tokens(id),
+        status      text NOT NULL,
+        request     text NOT NULL,
+        result      text,
+        error       text,
+        created_at  text NOT NULL,
+        started_at  text,
+        finished_at text,
+        node_id     text                         -- the node running it
+    );
+    CREATE INDEX jobs_queued ON jobs(seq) WHERE status = 'queued';
+    CREATE INDEX jobs_running ON jobs(node_id) WHERE status = 'running';
+    CREATE INDEX jobs_unfinished_token ON jobs(token_id) WHERE status IN ('queued', 'running');
+    CREATE INDEX jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL;
+
+    CREATE TABLE usage (
+        token_id     bigint NOT NULL REFERENCES tokens(id),
+        month        text NOT NULL,
+        executions   integer NOT NULL DEFAULT 0,
+        last_used_at text,
+        PRIMARY KEY (token_id, month)
+    );
+
+    CREATE TABLE rate_hits (
+        token_id bigint NOT NULL,
+        at       timestamptz NOT NULL
+    );
+    CREATE INDEX rate_hits_token ON rate_hits(token_id, at);
+
+    -- One round trip per submit. A token with a concurrency or monthly limit
+    -- is locked (its row) while its jobs are counted and the new one is
+    -- inserted, so two nodes cannot both admit the last allowed job.
+    CREATE FUNCTION pesto_submit(p_id text, p_token bigint, p_status text, p_request text,
+                                 p_created text, p_node text, p_queue_limit integer)
+    RETURNS text LANGUAGE plpgsql AS $$
+    DECLARE
+        t tokens%ROWTYPE;
+        n integer;
+    BEGIN
+        SELECT * INTO t FROM tokens WHERE id = p_token;
+        IF t.max_concurrency IS NOT NULL OR t.monthly_limit IS NOT NULL THEN
+            PERFORM 1 FROM tokens WHERE id = p_token FOR UPDATE;
+            IF t.max_concurrency IS NOT NULL THEN
+                SELECT count(*) INTO n FROM jobs
+                    WHERE token_id = p_token AND status IN ('queued', 'running');
+                IF n >= t.max_concurrency THEN RETURN 'concurrency'; END IF;
+            END IF;
+            IF t.monthly_limit IS NOT NULL THEN
+                SELECT coalesce(max(executions), 0) INTO n FROM usage
+                    WHERE token_id = p_token AND month = substr(p_created, 1, 7);
+                IF n >= t.monthly_limit THEN RETURN 'quota'; END IF;
+            END IF;
+        END IF;
+        IF p_status = 'queued' AND p_queue_limit IS NOT NULL THEN
+            SELECT count(*) INTO n FROM jobs WHERE status = 'queued';
+            IF n >= p_queue_limit THEN RETURN 'full'; END IF;
+        END IF;
+        INSERT INTO jobs (id, token_id, status, request, created_at, started_at, node_id)
+            VALUES (p_id, p_token, p_status, p_request, p_created,
+                    CASE WHEN p_status = 'running' THEN p_created END,
+                    CASE WHEN p_status = 'running' THEN p_node END);
+        INSERT INTO usage (token_id, month, executions, last_used_at)
+            VALUES (p_token, substr(p_created, 1, 7), 1, p_created)
+            ON CONFLICT (token_id, month) DO UPDATE
+            SET executions = usage.executions + 1, last_used_at = excluded.last_used_at;
+        IF p_status = 'queued' THEN
+            PERFORM pg_notify('pesto_queue', '');
+        END IF;
+        RETURN 'ok';
+    END $$;
+
+    -- A sliding one-minute window per token, on the database's clock. The
+    -- advisory lock serializes the hits of one token across nodes. Returns 0
+    -- when the hit counts, else the seconds until the oldest hit leaves.
+    CREATE FUNCTION pesto_rate_hit(p_token bigint, p_limit integer)
+    RETURNS double precision LANGUAGE plpgsql AS $$
+    DECLARE
+        n integer;
+        oldest timestamptz;
+    BEGIN
+        PERFORM pg_advisory_xact_lock(1885697396, p_token::integer);
+        DELETE FROM rate_hits
+            WHERE token_id = p_token AND at <= clock_timestamp() - interval '60 seconds';
+        SELECT count(*), min(at) INTO n, oldest FROM rate_hits WHERE token_id = p_token;
+        IF n >= p_limit THEN
+            RETURN greatest(0.001, extract(epoch FROM oldest + interval '60 seconds'
+                                                       - clock_timestamp()));
+        END IF;
+        INSERT INTO rate_hits (token_id, at) VALUES (p_token, clock_timestamp());
+        RETURN 0;
+    END $$;
+    """,
+)
+
+_TOKEN_COLUMNS = ("t.id, t.name, t.created_at, coalesce((SELECT max(l.last_used_at) FROM usage l"
+                  " WHERE l.token_id = t.id), t.last_used_at), t.rate_limit, t.monthly_limit,"
+                  " t.max_concurrency, t.revoked_at")
+_JOB_COLUMNS = "id, token_id, status, request, created_at, started_at, finished_at, result, error"
+
+
+def _job(row: Any) -> Job:
+    return Job(id=row[0], token_id=row[1], status=JobStatus(row[2]), request=row[3],
+               created_at=row[4], started_at=row[5], finished_at=row[6], result=row[7],
+               error=row[8])
+
+
+async def _migrate(conn: asyncpg.Connection) -> None:
+    # Session-level advisory lock: a second node starting now waits here and
+    # then finds the schema already current.
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK)
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS pesto_schema (version integer NOT NULL)")
+        version = await conn.fetchval("SELECT max(version) FROM pesto_schema") or 0
+        if version > len(MIGRATIONS):
+            raise RuntimeError(f"the database has schema version {version}, newer than this "
+                               f"Pesto ({len(MIGRATIONS)}); upgrade Pesto")
+        for number in range(version, len(MIGRATIONS)):
+            async with conn.transaction():
+                await conn.execute(MIGRATIONS[number])
+                await conn.execute("INSERT INTO pesto_schema (version) VALUES ($1)", number + 1)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK)
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password replaced by ***, for logs and `pesto doctor`."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    return f"{scheme}{sep}{userinfo}{at}{host}"
+
+
+class PgStore:
+    """Async access to a PostgreSQL database. Open with `await PgStore.open(url)`."""
+
+    cluster = True      # the scheduler shares the queue through this store
+
+    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+        self._pool = pool
+        self.url = url
+        self.path = safe_url(url)       # what logs print where SQLite prints its file
+        self._listener: asyncpg.Connection | None = None
+        self._callbacks: dict[str, Callable[[str], None]] = {}
+
+    @classmethod
+    async def open(cls, url: str) -> "PgStore":
+        """Connect, migrate (once across nodes), return the store.
+
+        Raises OSError / asyncpg errors when the database cannot be reached,
+        RuntimeError when its schema is newer than this code.
+        """
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=10,
+                                         command_timeout=60)
+        try:
+            async with pool.acquire() as conn:
+                await _migrate(conn)
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool, url)
+
+    async def close(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            await self._listener.close()
+        await self._pool.close()
+
+    async def schema_version(self) -> int:
+        return await self._pool.fetchval("SELECT max(version) FROM pesto_schema") or 0
+
+    # --- notifications ----------------------------------------------------------
+
+    async def listen(self, callbacks: dict[str, Callable[[str], None]]) -> None:
+        """LISTEN on the channels, calling `callbacks[channel](payload)` on the loop.
+
+        Call again after `listening` turns False (the connection was lost) to
+        reconnect; notifications sent meanwhile are lost, which is why the
+        scheduler also polls slowly.
+        """
+        self._callbacks = callbacks
+        if self._listener is not None and not self._listener.is_closed():
+            await self._listener.close()
+        self._listener = await asyncpg.connect(self.url)
+        for channel in callbacks:
+            await self._listener.add_listener(channel, self._notified)
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None and not self._listener.is_closed()
+
+    def _notified(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        callback = self._callbacks.get(channel)
+        if callback is not None:
+            callback(payload)
+
+    async def notify_cancel(self, job_id: str) -> None:
+        await self._pool.execute("SELECT pg_notify('pesto_cancel', $1)", job_id)
+
+    # --- nodes ------------------------------------------------------------------
+
+    async def heartbeat(self, node_id: str, name: str, workers: int, running: int) -> None:
+        await self._pool.execute(
+            "INSERT INTO nodes (id, name, workers, running) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), running = excluded.running,"
+            " workers = excluded.workers", node_id, name, workers, running)
+
+    async def leave(self, node_id: str) -> None:
+        """A node's clean exit: its row goes (its jobs were recorded before)."""
+        await self._pool.execute("DELETE FROM nodes WHERE id = $1", node_id)
+
+    async def nodes(self, lease: float) -> list[dict[str, Any]]:
+        """Nodes whose heartbeat is within the lease, oldest first."""
+        rows = await self._pool.fetch(
+            "SELECT id, name, workers, running, started_at, extract(epoch FROM now() - heartbeat_at)"
+            " FROM nodes WHERE heartbeat_at >= now() - make_interval(secs => $1)"
+            " ORDER BY started_at", lease)
+        return [{"id": r[0], "name": r[1], "workers": r[2], "running": r[3],
+                 "startedAt": r[4].isoformat(), "heartbeatAge": float(r[5])} for r in rows]
+
+    async def reap(self, lease: float, finished_at: str, error: str) -> list[str]:
+        """Fail the running jobs of nodes silent for longer than `lease`; their ids.
+
+        The dead nodes' rows go in the same statement. A job running on a
+        node that has no row at all (it was reaped before) is failed too.
+        Each failed job is NOTIFYed on `pesto_done`.
+        """
+        rows = await self._pool.fetch(
+            "WITH dead AS (DELETE FROM nodes"
+            "   WHERE heartbeat_at < now() - make_interval(secs => $1) RETURNING id),"
+            " failed AS (UPDATE jobs SET status = 'failed', finished_at = $2, error = $3"
+            "   WHERE status = 'running' AND (node_id IN (SELECT id FROM dead)"
+            "     OR node_id IS NULL"
+            "     OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = jobs.node_id))"
+            "   RETURNING id)"
+            " SELECT id, pg_notify('pesto_done', id) FROM failed", lease, finished_at, error)
+        return [row[0] for row in rows]
+
+    # --- tokens -----------------------------------------------------------------
+
+    async def create_token(self, name: str, token_hash: str, *, rate_limit: int | None = None,
+                           monthly_limit: int | None = None,
+                           max_concurrency: int | None = None) -> Token | None:
+        """Insert a token; None when a live token already has this name."""
+        now = utcnow()
+        try:
+            token_id = await self._pool.fetchval(
+                "INSERT INTO tokens (name, hash, created_at, rate_limit, monthly_limit,"
+                " max_concurrency) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                name, token_hash, now, rate_limit, monthly_limit, max_concurrency)
+        except asyncpg.UniqueViolationError:
+            return None
+        return Token(id=token_id, name=name, created_at=now, last_used_at=None,
+                     rate_limit=rate_limit, monthly_limit=monthly_limit,
+                     max_concurrency=max_concurrency)
+
+    async def ensure_token(self, name: str, token_hash: str) -> bool:
+        """Make `name` the live token with this hash; True when one was created.
+
+        Several nodes start with the same PESTO_ADMIN_TOKEN: the transaction
+        holds an advisory lock so exactly one of them creates it.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATE_LOCK + 1)
+            if await conn.fetchval("SELECT 1 FROM tokens WHERE hash = $1 AND revoked_at IS NULL",
+                                   token_hash):
+                return False
+            now = utcnow()
+            await conn.execute("UPDATE tokens SET revoked_at = $1 WHERE name = $2"
+                               " AND revoked_at IS NULL", now, name)
+            await conn.execute("INSERT INTO tokens (name, hash, created_at) VALUES ($1, $2, $3)",
+                               name, token_hash, now)
+            return True
+
+    async def token_by_hash(self, token_hash: str, month: str) -> Token | None:
+        """The live token with this hash and its executions in `month`.
+
+        Read from the database on every request (no cache): a revocation or
+        another node's executions count at once.
+        """
+        row = await self._pool.fetchrow(
+            f"SELECT {_TOKEN_COLUMNS}, coalesce(u.executions, 0) FROM tokens t"
+            " LEFT JOIN usage u ON u.token_id = t.id AND u.month = $1"
+            " WHERE t.hash = $2 AND t.revoked_at IS NULL", month, token_hash)
+        return None if row is None else Token(*row)
+
+    async def rate_hit(self, token_id: int, limit: int) -> float:
+        """Count one request of a rate-limited token, cluster-wide.
+
+        0 when it counts; else the seconds until the window has room (the
+        request is then not counted).
+        """
+        return await self._pool.fetchval("SELECT pesto_rate_hit($1, $2)", token_id, limit)
+
+    async def list_tokens(self, month: str) -> list[Token]:
+        """Every token, revoked ones too, oldest first, with usage in `month`."""
+        rows = await self._pool.fetch(
+            f"SELECT {_TOKEN_COLUMNS}, coalesce(u.executions, 0),"
+            " (SELECT count(*) FROM jobs j WHERE j.token_id = t.id) FROM tokens t"
+            " LEFT JOIN usage u ON u.token_id = t.id AND u.month = $1 ORDER BY t.id", month)
+        return [Token(*row) for row in rows]
+
+    async def revoke_token(self, name: str) -> bool:
+        """Revoke the live token called `name`; False when there is none."""
+        status = await self._pool.execute(
+            "UPDATE tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL",
+            utcnow(), name)
+        return status != "UPDATE 0"
+
+    # --- jobs -------------------------------------------------------------------
+
+    async def submit_job(self, job: Job, node_id: str | None, queue_limit: int | None) -> str:
+        """Insert a new queued or running job (running: on `node_id`), counting one execution.
+
+        Returns 'ok', or without inserting: 'concurrency' (the token has its
+        maximum of unfinished jobs), 'quota' (its monthly executions are used
+        up) or 'full' (a queued job and `queue_limit` jobs queued already).
+        """
+        return await self._pool.fetchval(
+            "SELECT pesto_submit($1, $2, $3, $4, $5, $6, $7)", job.id, job.token_id,
+            job.status.value, job.request, job.created_at, node_id, queue_limit)
+
+    async def insert_job(self, job: Job) -> None:
+        """Persist a new job (the Store method; limits are the scheduler's, via submit_job)."""
+        await self.submit_job(job, None, None)
+
+    async def claim(self, node_id: str, limit: int, started_at: str) -> list[tuple[Job, str]]:
+        """Take up to `limit` queued jobs, oldest first, for `node_id`; each with its token's name.
+
+        SKIP LOCKED: jobs another node is claiming right now are passed over,
+        never taken twice.
+        """
+        rows = await self._pool.fetch(
+            "UPDATE jobs j SET status = 'running', started_at = $2, node_id = $1"
+            " FROM (SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq"
+            "       LIMIT $3 FOR UPDATE SKIP LOCKED) c, tokens t"
+            " WHERE j.id = c.id AND t.id = j.token_id"
+            " RETURNING j.id, j.token_id, j.status, j.request, j.created_at, j.started_at,"
+            " j.finished_at, j.result, j.error, t.name, j.seq", node_id, started_at, limit)
+        rows = sorted(rows, key=lambda r: r[10])
+        return [(_job(row), row[9]) for row in rows]
+
+    async def unclaim(self, node_id: str, job_ids: list[str]) -> None:
+        """Put back jobs this node claimed but never started (it is shutting down)."""
+        await self._pool.execute(
+            "WITH u AS (UPDATE jobs SET status = 'queued', started_at = NULL, node_id = NULL"
+            "   WHERE id = ANY($2::text[]) AND node_id = $1 AND status = 'running' RETURNING id)"
+            " SELECT pg_notify('pesto_queue', '') FROM u LIMIT 1", node_id, job_ids)
+
+    async def finished_among(self, job_ids: list[str]) -> list[str]:
+        """Which of these jobs are finished (or gone)."""
+        rows = await self._pool.fetch(
+            "SELECT i FROM unnest($1::text[]) i WHERE NOT EXISTS (SELECT 1 FROM jobs"
+            " WHERE id = i AND status IN ('queued', 'running'))", job_ids)
+        return [row[0] for row in rows]
+
+    async def mark_running(self, job_id: str, started_at: str) -> None:
+        await self._pool.execute(
+            "UPDATE jobs SET status = 'running', started_at = $2 WHERE id = $1"
+            " AND status = 'queued'", job_id, started_at)
+
+    async def finish_job(self, job_id: str, status: JobStatus, finished_at: str, *,
+                         result: str | None = None, error: str | None = None) -> None:
+        """Record the end of a job still queued or running; NOTIFY `pesto_done` if it was."""
+        await self._pool.execute(
+            "WITH u AS (UPDATE jobs SET status = $2, finished_at = $3, result = $4, error = $5"
+            "   WHERE id = $1 AND status IN ('queued', 'running') RETURNING id)"
+            " SELECT pg_notify('pesto_done', id) FROM u",
+            job_id, status.value, finished_at, result, error)
+
+    async def cancel_queued(self, job_id: str, token_id: int, finished_at: str) -> bool:
+        """Cancel the token's job if it is still queued (no node has it); True if it was."""
+        row = await self._pool.fetchrow(
+            "WITH u AS (UPDATE jobs SET status = 'cancelled', finished_at = $3"
+            "   WHERE id = $1 AND token_id = $2 AND status = 'queued' RETURNING id)"
+            " SELECT pg_notify('pesto_done', id) FROM u", job_id, token_id, finished_at)
+        return row is not None
+
+    async def get_job(self, job_id: str, token_id: int) -> Job | None:
+        """The job if it exists and belongs to this token, else None."""
+        row = await self._pool.fetchrow(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = $1 AND token_id = $2", job_id, token_id)
+        return None if row is None else _job(row)
+
+    async def job_by_id(self, job_id: str) -> Job | None:
+        row = await self._pool.fetchrow(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = $1", job_id)
+        return None if row is None else _job(row)
+
+    async def queued_count(self) -> int:
+        return await self._pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'queued'")
+
+    async def fail_running(self, finished_at: str, error: str) -> int:
+        """Fail jobs left running by nodes that are gone (no row); how many.
+
+        Unlike SQLite's, this never touches the jobs of live nodes: other
+        nodes are running them. Silent nodes are `reap`ed after their lease.
+        """
+        rows = await self._pool.fetch(
+            "WITH failed AS (UPDATE jobs SET status = 'failed', finished_at = $1, error = $2"
+            "   WHERE status = 'running' AND (node_id IS NULL"
+            "     OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = jobs.node_id))"
+            "   RETURNING id)"
+            " SELECT pg_notify('pesto_done', id) FROM failed", finished_at, error)
+        return len(rows)
+
+    async def queued_jobs(self) -> list[tuple[Job, Token]]:
+        """Jobs queued, oldest first, with their tokens (shared: any node may claim them)."""
+        rows = await self._pool.fetch(
+            f"SELECT j.id, j.token_id, j.status, j.request, j.created_at, j.started_at,"
+            f" j.finished_at, j.result, j.error, {_TOKEN_COLUMNS}"
+            " FROM jobs j JOIN tokens t ON t.id = j.token_id"
+            " WHERE j.status = 'queued' ORDER BY j.seq")
+        return [(_job(row[:9]), Token(*row[9:])) for row in rows]
+
+    async def purge_finished(self, before: str) -> int:
+        """Delete finished jobs that ended before `before` (and stale rate hits); how many jobs."""
+        await self._pool.execute("DELETE FROM rate_hits WHERE at < now() - interval '2 minutes'")
+        gone = 0
+        while True:
+            status = await self._pool.execute(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs"
+                " WHERE finished_at IS NOT NULL AND finished_at < $1"
+                " AND status IN ('completed', 'failed', 'cancelled') LIMIT $2)",
+                before, PURGE_BATCH)
+            count = int(status.split()[-1])
+            gone += count
+            if count < PURGE_BATCH:
+                return gone
+
