@@ -200,6 +200,8 @@ class ClusterScheduler(Scheduler):
             raise exc
         if start_now:
             self._start(entry)
+        else:
+            self._queued_seen += 1          # kept roughly right between heartbeats (healthz)
         return entry
 
     def _undo(self, entry: _Entry, started: bool) -> None:
@@ -261,6 +263,7 @@ class ClusterScheduler(Scheduler):
                 self._running -= len(claimed)
                 await self._store.unclaim(self.node_id, [job.id for job, _ in claimed])
                 return
+            self._queued_seen = max(0, self._queued_seen - len(claimed))
             for job, token_name in claimed:
                 await self._run_claimed(job, token_name)
             if claimed and len(claimed) == free:
@@ -326,6 +329,7 @@ class ClusterScheduler(Scheduler):
             await super().cancel(job_id, token_id)
             return
         if await self._store.cancel_queued(job_id, token_id, utcnow()):
+            self._queued_seen = max(0, self._queued_seen - 1)
             return
         job = await self._store.get_job(job_id, token_id)
         if job is None or job.status.finished:

@@ -391,8 +391,17 @@ class PgStore:
             job.status.value, job.request, job.created_at, node_id, queue_limit)
 
     async def insert_job(self, job: Job) -> None:
-        """Persist a new job (the Store method; limits are the scheduler's, via submit_job)."""
-        await self.submit_job(job, None, None)
+        """Persist a job as given, counting one execution (the Store method, without limits:
+        the cluster scheduler submits through `submit_job`)."""
+        await self._pool.execute(
+            f"WITH j AS (INSERT INTO jobs ({_JOB_COLUMNS})"
+            "   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING token_id, created_at)"
+            " INSERT INTO usage (token_id, month, executions, last_used_at)"
+            " SELECT token_id, substr(created_at, 1, 7), 1, created_at FROM j"
+            " ON CONFLICT (token_id, month) DO UPDATE"
+            " SET executions = usage.executions + 1, last_used_at = excluded.last_used_at",
+            job.id, job.token_id, job.status.value, job.request, job.created_at, job.started_at,
+            job.finished_at, job.result, job.error)
 
     async def claim(self, node_id: str, limit: int, started_at: str) -> list[tuple[Job, str]]:
         """Take up to `limit` queued jobs, oldest first, for `node_id`; each with its token's name.

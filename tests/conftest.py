@@ -143,3 +143,18 @@ def find_run_process(settings, needle: str) -> int | None:
         except OSError:
             continue
     return None
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL (tests/postgres.py); skipped with the reason when there is none,
+    except under CI=true, where a missing PostgreSQL is a failure (.ci/run installs it)."""
+    from tests.postgres import Postgres
+    try:
+        server = Postgres.start()
+    except RuntimeError as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(str(exc))
+    yield server
+    server.stop()

@@ -24,7 +24,7 @@ from litestar.testing import TestClient
 from pesto.api import create_app
 from pesto.api.auth import hash_token, new_token
 from pesto.config import Settings, load_settings
-from pesto.store import Store
+from pesto.stores import open_store
 
 REPO = Path(__file__).resolve().parents[2]
 PY = {"language": "python"}
@@ -38,9 +38,35 @@ S12_UIDS = (API_UID_BASE + 80, 40)
 RESTART_UIDS = (API_UID_BASE + 120, 40)
 
 
+# The PostgreSQL database of a test's data dir (the `data_dir` fixture's "postgresql"
+# parameter); a data dir not in here uses SQLite.
+STORE_URLS: dict[Path, str] = {}
+
+
+def store_url(data_dir: Path) -> str | None:
+    return STORE_URLS.get(Path(data_dir))
+
+
+def postgres_only(data_dir: Path) -> None:
+    if store_url(data_dir) is None:
+        pytest.skip("a PostgreSQL-only property (the SQLite store has no shared queue)")
+
+
+def sqlite_only(data_dir: Path, why: str) -> None:
+    if store_url(data_dir) is not None:
+        pytest.skip(f"SQLite only: {why}")
+
+
+def open_test_store(data_dir: Path):
+    """The store a test's app uses (an awaitable)."""
+    return open_store(load_settings(env={}, data_dir=str(data_dir),
+                                    store_url=store_url(data_dir)))
+
+
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"workers": 4, "queue_size": 50, "shutdown_timeout": 5.0,
-                              "uid_base": APP_UIDS[0], "uid_count": APP_UIDS[1]}
+                              "uid_base": APP_UIDS[0], "uid_count": APP_UIDS[1],
+                              "store_url": store_url(data_dir), "node_lease": 2.0}
     values.update(overrides)
     return load_settings(env={}, data_dir=str(data_dir), **values)
 
@@ -50,7 +76,7 @@ def add_token(data_dir: Path, name: str = "tester", **limits: Any) -> str:
     secret = new_token()
 
     async def create() -> None:
-        store = await Store.open(data_dir)
+        store = await open_test_store(data_dir)
         try:
             assert await store.create_token(name, hash_token(secret), **limits) is not None
         finally:
@@ -62,7 +88,7 @@ def add_token(data_dir: Path, name: str = "tester", **limits: Any) -> str:
 
 def revoke(data_dir: Path, name: str) -> bool:
     async def run() -> bool:
-        store = await Store.open(data_dir)
+        store = await open_test_store(data_dir)
         try:
             return await store.revoke_token(name)
         finally:
@@ -142,9 +168,15 @@ def running_app(data_dir: Path, secret: str | None = None, **overrides: Any) -> 
         yield Api(client, data_dir, secret)
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def data_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """The test's data dir; with the "postgresql" parameter its store is a fresh database
+    of a real PostgreSQL (the API suite runs against both backends)."""
+    path = tmp_path / "data"
+    if request.param == "postgresql":
+        STORE_URLS[path] = request.getfixturevalue("postgres").new_database()
+    yield path
+    STORE_URLS.pop(path, None)
 
 
 @pytest.fixture
@@ -177,6 +209,8 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(data_dir.parent / f"serve-{self.port}.log", "w")
+        if store_url(data_dir) is not None:
+            extra = ("--store", store_url(data_dir), *extra)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pesto.cli", "serve", "--data-dir", str(data_dir),
              "--host", "127.0.0.1", "--port", str(self.port), *extra],

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.api.conftest import (PY, RESTART_UIDS, Server, add_token, assert_error, pesto_cli, running_app,
-                      wait_uids_free)
+from tests.api.conftest import (PY, RESTART_UIDS, Server, add_token, assert_error, open_test_store,
+                                pesto_cli, running_app, sqlite_only, wait_uids_free)
 from pesto.store import DB_NAME, MIGRATIONS, Job, JobStatus, Store
 
 HELLO = {**PY, "code": "print(1)"}
@@ -40,7 +40,7 @@ def test_restart_recovers_jobs_left_queued_and_running(data_dir: Path) -> None:
     secret = add_token(data_dir)
 
     async def leave_rows() -> None:
-        store = await Store.open(data_dir)
+        store = await open_test_store(data_dir)
         try:
             token = (await store.list_tokens("2000-01"))[0]
             await store.insert_job(Job(id="crashed", token_id=token.id, status=JobStatus.RUNNING,
@@ -67,7 +67,7 @@ def test_finished_jobs_are_purged_after_retention(data_dir: Path) -> None:
     secret = add_token(data_dir)
 
     async def old_job() -> None:
-        store = await Store.open(data_dir)
+        store = await open_test_store(data_dir)
         try:
             token = (await store.list_tokens("2000-01"))[0]
             await store.insert_job(Job(id="ancient", token_id=token.id,
@@ -88,6 +88,7 @@ def test_finished_jobs_are_purged_after_retention(data_dir: Path) -> None:
 
 
 def test_schema_is_versioned_and_reopened(data_dir: Path) -> None:
+    sqlite_only(data_dir, "the SQLite file and its directory (PostgreSQL: tests/test_cluster.py)")
     async def check() -> None:
         store = await Store.open(data_dir)
         assert await store.schema_version() == len(MIGRATIONS)

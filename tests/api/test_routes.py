@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 import time
 
-from tests.api.conftest import PY, Api, add_token, assert_error
+from tests.api.conftest import PY, Api, add_token, assert_error, sqlite_only
 
 HELLO = {**PY, "code": "print('Hello World')"}
 STAGE_FIELDS = {"stdout", "stderr", "output", "exitCode", "signal", "status", "wallTime",
@@ -113,6 +113,7 @@ def test_jobs_are_private_to_their_token(api: Api) -> None:
 
 
 def test_data_dir_is_private(api: Api) -> None:
+    sqlite_only(api.data_dir, "the SQLite file's directory")
     mode = stat.S_IMODE(api.data_dir.stat().st_mode)
     assert mode == 0o700
     assert (api.data_dir / "pesto.sqlite3").exists()

@@ -6,7 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from tests.api.conftest import make_settings
+from tests.api.conftest import make_settings, sqlite_only
 from pesto.engine import Engine
 from pesto.models import parse_request
 from pesto.scheduler import Scheduler
@@ -16,6 +16,7 @@ HELLO = {"language": "python", "code": "print(1)"}
 
 
 async def _setup(data_dir: Path, workers: int = 1, queue_size: int = 5):
+    sqlite_only(data_dir, "drives the in-process queue of the single-node Scheduler")
     settings = make_settings(data_dir, workers=workers, queue_size=queue_size)
     engine = await Engine.start(settings)
     store = await Store.open(data_dir)
