@@ -203,9 +203,11 @@ def pesto_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
 class Server:
     """A real `pesto serve` subprocess on a free port."""
 
-    def __init__(self, data_dir: Path, *extra: str, uids: tuple[int, int] = RESTART_UIDS) -> None:
+    def __init__(self, data_dir: Path, *extra: str, uids: tuple[int, int] = RESTART_UIDS,
+                 env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
-        env = {**os.environ, "PESTO_UID_BASE": str(uids[0]), "PESTO_UID_COUNT": str(uids[1])}
+        env = {**os.environ, "PESTO_UID_BASE": str(uids[0]), "PESTO_UID_COUNT": str(uids[1]),
+               **(env or {})}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(data_dir.parent / f"serve-{self.port}.log", "w")
@@ -228,7 +230,8 @@ class Server:
             time.sleep(0.1)
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return (self.data_dir.parent / f"serve-{self.port}.log").read_text()
 
     def kill9(self) -> None:

@@ -1,0 +1,275 @@
+"""Several real `pesto serve` nodes on one real PostgreSQL: the shared queue, cancels and
+reads from any node, kill -9 under load, cluster-wide limits, migrations, `pesto doctor`.
+
+Each node is its own process with its own sandbox dir and uid range; they share only
+the database. What a node did is read from the database (`jobs.node_id`) and from
+each node's log (one INFO line per job it ran).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.conftest import (PY, STORE_URLS, Server, add_token, assert_error, pesto_cli,
+                                wait_uids_free)
+from tests.conftest import UID_BASE
+
+HELLO = {**PY, "code": "print(1)"}
+LEASE = "2"             # seconds: a killed node's jobs are failed this long after its last beat
+NODE_UIDS = 30          # uids per node, above the engine tests' 400 (tests/conftest.py)
+
+
+def _sql(url: str, query: str, *args: Any) -> list[Any]:
+    async def run() -> list[Any]:
+        import asyncpg
+        conn = await asyncpg.connect(url)
+        try:
+            return await conn.fetch(query, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+class Cluster:
+    """N nodes (`pesto serve --store postgresql://...`) on one fresh database."""
+
+    def __init__(self, tmp_path: Path, url: str, n: int, workers: int = 1) -> None:
+        self.url = url
+        self.data_dir = tmp_path / "data"
+        STORE_URLS[self.data_dir] = url
+        self.secret = add_token(self.data_dir, "tester")
+        self.headers = {"X-Pesto-Token": self.secret}
+        self.nodes: list[Server] = []
+        try:
+            for i in range(n):
+                self.add_node(tmp_path, i, workers)
+        except BaseException:
+            self.stop()
+            raise
+
+    def add_node(self, tmp_path: Path, i: int, workers: int) -> Server:
+        # Run uids must traverse the sandbox dir (not under pytest's 0700 tmp dirs), and the
+        # namespace layer cannot set up work dirs under this host's /tmp: next to the default.
+        sandbox = Path(tempfile.mkdtemp(prefix=f"pesto-test-node{i}-", dir="/var/lib"))
+        os.chmod(sandbox, 0o711)
+        node = Server(self.data_dir, "--workers", str(workers), "--log-level", "info",
+                      uids=(UID_BASE + 400 + i * NODE_UIDS, NODE_UIDS),
+                      env={"PESTO_SANDBOX_DIR": str(sandbox), "PESTO_NODE_LEASE": LEASE,
+                           "PESTO_NODE_NAME": f"node-{i}", "PESTO_PIN_CPUS": "false"})
+        node.sandbox = sandbox
+        node.uids = (UID_BASE + 400 + i * NODE_UIDS, NODE_UIDS)
+        self.nodes.append(node)
+        return node
+
+    def node_ids(self) -> dict[str, str]:
+        """node name -> node id, of the live nodes."""
+        return {r["name"]: r["id"] for r in _sql(self.url, "SELECT id, name FROM nodes")}
+
+    def post(self, node: Server, path: str, body: Any, **kw: Any) -> httpx.Response:
+        return httpx.post(node.url + path, json=body, headers=kw.pop("headers", self.headers),
+                          timeout=60, **kw)
+
+    def get(self, node: Server, job_id: str) -> dict[str, Any]:
+        return httpx.get(f"{node.url}/api/jobs/{job_id}", headers=self.headers, timeout=10).json()
+
+    def wait_finished(self, node: Server, ids: list[str], timeout: float) -> dict[str, dict]:
+        final: dict[str, dict] = {}
+        deadline = time.monotonic() + timeout
+        for job_id in ids:
+            while True:
+                job = self.get(node, job_id)
+                if job["status"] in ("completed", "failed", "cancelled"):
+                    final[job_id] = job
+                    break
+                assert time.monotonic() < deadline, (job, self.logs()[-4000:])
+                time.sleep(0.05)
+        return final
+
+    def logs(self) -> str:
+        return "\n".join(node.output() for node in self.nodes)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        STORE_URLS.pop(self.data_dir, None)
+
+
+@pytest.fixture
+def cluster_of(tmp_path: Path, postgres: Any):
+    made: list[Cluster] = []
+
+    def make(n: int, workers: int = 1) -> Cluster:
+        made.append(Cluster(tmp_path, postgres.new_database(), n, workers))
+        return made[-1]
+
+    yield make
+    for cluster in made:
+        cluster.stop()
+        for node in cluster.nodes:
+            if node.proc.returncode == -9:
+                continue        # killed: its work dirs stay until a node starts on its sandbox dir
+            assert wait_uids_free(node.sandbox, *node.uids) == [], node.output()[-3000:]
+        for node in cluster.nodes:
+            shutil.rmtree(node.sandbox, ignore_errors=True)
+
+
+def test_jobs_submitted_to_one_node_are_run_by_the_others_and_any_node_answers(cluster_of) -> None:
+    cluster = cluster_of(3)
+    a, b, c = cluster.nodes
+    ids = cluster.node_ids()
+    assert sorted(ids) == ["node-0", "node-1", "node-2"]
+    # Six half-second jobs, all sent to node A (one slot): the other nodes claim them.
+    body = {**PY, "code": "import time; time.sleep(0.5); print('ran')"}
+    jobs = [cluster.post(a, "/api/jobs", body).json()["id"] for _ in range(6)]
+    final = cluster.wait_finished(b, jobs, timeout=30)      # read through another node
+    assert {job["status"] for job in final.values()} == {"completed"}
+    assert all(job["result"]["runtime"]["stdout"] == "ran\n" for job in final.values())
+    ran_on = {r["node_id"] for r in _sql(cluster.url, "SELECT node_id FROM jobs WHERE id = ANY($1)",
+                                         jobs)}
+    assert ran_on == set(ids.values()), ran_on           # every node took some
+
+    # A synchronous execute on a node whose slot is busy is run by another node, and
+    # answered as soon as that node finishes (its NOTIFY, not a poll).
+    slow = cluster.post(a, "/api/jobs", {**PY, "code": "import time; time.sleep(5)",
+                                         "runTimeout": 8000}).json()["id"]
+    deadline = time.monotonic() + 10
+    while cluster.get(c, slow)["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    busy = _sql(cluster.url, "SELECT node_id FROM jobs WHERE id = $1", slow)[0]["node_id"]
+    busy_node = next(n for n, name in zip(cluster.nodes, ["node-0", "node-1", "node-2"])
+                     if ids[name] == busy)
+    started = time.monotonic()
+    answer = cluster.post(busy_node, "/api/execute", HELLO)
+    took = time.monotonic() - started
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["runtime"]["stdout"] == "1\n"
+    other = _sql(cluster.url, "SELECT node_id FROM jobs WHERE id = $1", answer.json()["id"])
+    assert other[0]["node_id"] != busy
+    assert took < 0.9, took      # the fallback poll is 1 s: the answer came by notification
+
+    # DELETE through a node that does not run the job reaches the node that does.
+    canceller = next(n for n in cluster.nodes if n is not busy_node)
+    started = time.monotonic()
+    cancelled = httpx.delete(f"{canceller.url}/api/jobs/{slow}", headers=cluster.headers,
+                             timeout=10).json()
+    assert cancelled["status"] == "cancelled", cancelled
+    assert time.monotonic() - started < 3
+
+
+def test_kill_9_of_a_node_under_load_loses_no_job_and_runs_none_twice(cluster_of) -> None:
+    cluster = cluster_of(3, workers=1)
+    victim = cluster.nodes[2]
+    victim_id = cluster.node_ids()["node-2"]
+    ids: list[str] = []
+    for i in range(24):               # spread over the three nodes' APIs
+        body = {**PY, "code": f"import time; time.sleep(0.4); print({i})"}
+        response = cluster.post(cluster.nodes[i % 3], "/api/jobs", body)
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
+    # Kill node 2 while it runs a job (not between two).
+    deadline = time.monotonic() + 20
+    while not _sql(cluster.url, "SELECT 1 FROM jobs WHERE node_id = $1 AND status = 'running'",
+                   victim_id):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    victim.kill9()
+    survivor = cluster.nodes[0]
+    final = cluster.wait_finished(survivor, ids, timeout=60)
+    statuses = [final[i]["status"] for i in ids]
+    assert set(statuses) <= {"completed", "failed"}, statuses
+    rows = {r["id"]: r for r in _sql(cluster.url, "SELECT id, node_id FROM jobs WHERE id = ANY($1)",
+                                     ids)}
+    logs = cluster.logs()
+    failed = 0
+    for i, job_id in enumerate(ids):
+        job = final[job_id]
+        runs = len(re.findall(rf"job {job_id} token=\S+ .*status=completed", logs))
+        if job["status"] == "completed":
+            assert job["result"]["runtime"]["stdout"] == f"{i}\n"
+            assert runs == 1, (job_id, runs)      # run by exactly one node, once
+        else:
+            failed += 1
+            assert job["error"]["code"] == "INTERRUPTED", job
+            assert "not run again" in job["error"]["message"]
+            assert rows[job_id]["node_id"] == victim_id      # only the killed node's job
+            assert runs == 0
+    assert failed == 1, statuses      # one slot on the killed node: exactly its one job
+    # The dead node is gone from the live nodes.
+    assert "node-2" not in cluster.node_ids()
+
+
+def test_token_limits_hold_across_nodes(cluster_of) -> None:
+    cluster = cluster_of(2)
+    a, b = cluster.nodes
+    # Requests per minute: 6 allowed, requests alternate between the nodes.
+    limited = {"X-Pesto-Token": add_token(cluster.data_dir, "limited", rate_limit=6)}
+    codes = [httpx.get(f"{node.url}/api/jobs/none", headers=limited).status_code
+             for node in [a, b] * 6]
+    assert codes.count(404) == 6 and codes.count(429) == 6, codes
+    assert codes[:6] == [404] * 6
+    assert_error(httpx.get(f"{b.url}/api/jobs/none", headers=limited), 429, "RATE_LIMITED")
+    # Concurrent jobs: one at a time, whichever node is asked.
+    single = {"X-Pesto-Token": add_token(cluster.data_dir, "single", max_concurrency=1)}
+    slow = {**PY, "code": "import time; time.sleep(3)", "runTimeout": 6000}
+    first = cluster.post(a, "/api/jobs", slow, headers=single)
+    assert first.status_code == 202
+    assert_error(cluster.post(b, "/api/jobs", slow, headers=single), 429, "TOO_MANY_JOBS")
+    httpx.delete(f"{b.url}/api/jobs/{first.json()['id']}", headers=single, timeout=10)
+    # The monthly quota counts every node's executions.
+    quota = {"X-Pesto-Token": add_token(cluster.data_dir, "quota", monthly_limit=2)}
+    assert cluster.post(a, "/api/execute", HELLO, headers=quota).status_code == 200
+    assert cluster.post(b, "/api/execute", HELLO, headers=quota).status_code == 200
+    assert_error(cluster.post(a, "/api/execute", HELLO, headers=quota), 429, "QUOTA_EXCEEDED")
+    assert_error(cluster.post(b, "/api/execute", HELLO, headers=quota), 429, "QUOTA_EXCEEDED")
+
+
+def test_concurrent_submits_cannot_overshoot_a_limit(cluster_of) -> None:
+    """Twenty submits at once through two nodes: the database admits exactly the quota."""
+    cluster = cluster_of(2, workers=2)
+    quota = {"X-Pesto-Token": add_token(cluster.data_dir, "burst", monthly_limit=5)}
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(
+            lambda i: cluster.post(cluster.nodes[i % 2], "/api/jobs", HELLO,
+                                   headers=quota).status_code, range(20)))
+    assert codes.count(202) == 5 and codes.count(429) == 15, codes
+
+
+def test_migrations_are_applied_once_when_nodes_start_together(postgres: Any) -> None:
+    from pesto.pgstore import MIGRATIONS, PgStore
+
+    url = postgres.url("postgres").rsplit("/", 1)[0] + "/"
+    name = f"pesto_migrate_{int(time.time() * 1000)}"
+    _sql(postgres.url("postgres"), f"CREATE DATABASE {name}")
+
+    async def together() -> list[int]:
+        stores = await asyncio.gather(*(PgStore.open(url + name) for _ in range(6)))
+        try:
+            return [await store.schema_version() for store in stores]
+        finally:
+            for store in stores:
+                await store.close()
+
+    assert asyncio.run(together()) == [len(MIGRATIONS)] * 6
+    assert [r[0] for r in _sql(url + name, "SELECT version FROM pesto_schema")] == [1]
+
+
+def test_doctor_shows_the_store_and_the_live_nodes(cluster_of) -> None:
+    cluster = cluster_of(2)
+    out = pesto_cli("doctor", "--store", cluster.url).stdout
+    assert "store: postgresql://postgres@" in out
+    assert "2 live node(s)" in out, out
+    for name, node_id in cluster.node_ids().items():
+        assert re.search(rf"node {node_id}\s+{name}\s+workers=1", out), out
