@@ -107,6 +107,9 @@ class ClusterScheduler(Scheduler):
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}   # cancels awaiting a finish
         self._early_cancels: dict[str, float] = {}
         self._wake = asyncio.Event()
+        # False after a claim found fewer queued jobs than it asked for, until a NOTIFY on
+        # pesto_queue (or the slow poll): a slot freeing then costs no claim query.
+        self._maybe_queued = True
         self._claimer: asyncio.Task[None] | None = None
         self._beater: asyncio.Task[None] | None = None
         self._queued_seen = 0                     # jobs queued cluster-wide, at the last heartbeat
@@ -230,11 +233,12 @@ class ClusterScheduler(Scheduler):
     # --- the shared queue ------------------------------------------------------
 
     def _dispatch(self) -> None:
-        """A slot freed (or a job was refused): look for queued work."""
-        if not self._closing:
+        """A slot freed (or a job was refused): look for queued work, if there may be some."""
+        if not self._closing and self._maybe_queued:
             self._wake.set()
 
     def _on_queue(self, _payload: str) -> None:
+        self._maybe_queued = True
         self._wake.set()
 
     async def _claim_loop(self) -> None:
@@ -242,7 +246,7 @@ class ClusterScheduler(Scheduler):
             try:
                 await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
             except asyncio.TimeoutError:
-                pass
+                self._maybe_queued = True       # a lost notification costs one interval
             self._wake.clear()
             if self._closing:
                 return
@@ -264,6 +268,8 @@ class ClusterScheduler(Scheduler):
                 await self._store.unclaim(self.node_id, [job.id for job, _ in claimed])
                 return
             self._queued_seen = max(0, self._queued_seen - len(claimed))
+            if len(claimed) < free:
+                self._maybe_queued = False
             for job, token_name in claimed:
                 await self._run_claimed(job, token_name)
             if claimed and len(claimed) == free:
