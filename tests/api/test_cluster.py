@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import (PY, STORE_URLS, Server, add_token, assert_error, pesto_cli,
-                                wait_uids_free)
+from tests.api.conftest import (PY, STORE_URLS, Server, add_token, assert_error, free_port,
+                                pesto_cli, wait_uids_free)
 from tests.conftest import UID_BASE
 
 HELLO = {**PY, "code": "print(1)"}
@@ -273,3 +273,16 @@ def test_doctor_shows_the_store_and_the_live_nodes(cluster_of) -> None:
     assert "2 live node(s)" in out, out
     for name, node_id in cluster.node_ids().items():
         assert re.search(rf"node {node_id}\s+{name}\s+workers=1", out), out
+
+
+def test_a_bad_or_unreachable_store_is_one_clear_line(tmp_path: Path) -> None:
+    bad = pesto_cli("serve", "--data-dir", str(tmp_path / "d"), "--store", "mysql://x/y",
+                    check=False)
+    assert bad.returncode == 2
+    assert "store_url must start with sqlite:/// or postgresql://" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    port = free_port()       # nothing listens there
+    down = pesto_cli("serve", "--data-dir", str(tmp_path / "d"), "--store",
+                     f"postgresql://pesto:secret-pw@127.0.0.1:{port}/pesto", check=False)
+    assert down.returncode == 2 and "pesto serve:" in down.stderr, down.stderr
+    assert "Traceback" not in down.stderr and "secret-pw" not in down.stderr
