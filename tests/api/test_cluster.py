@@ -286,3 +286,24 @@ def test_a_bad_or_unreachable_store_is_one_clear_line(tmp_path: Path) -> None:
                      f"postgresql://pesto:secret-pw@127.0.0.1:{port}/pesto", check=False)
     assert down.returncode == 2 and "pesto serve:" in down.stderr, down.stderr
     assert "Traceback" not in down.stderr and "secret-pw" not in down.stderr
+
+
+def test_both_stores_offer_every_store_method_with_the_same_signature() -> None:
+    """A method added to the SQLite store must be ported to the PostgreSQL one (and the
+    protocol callers program against): every public coroutine of either store is in both."""
+    import inspect
+
+    from pesto.pgstore import PgStore
+    from pesto.store import Store
+    from pesto.stores import StoreAPI
+
+    def methods(cls: type) -> dict[str, inspect.Signature]:
+        return {name: inspect.signature(fn) for name, fn in vars(cls).items()
+                if inspect.iscoroutinefunction(fn) and not name.startswith("_")
+                and name not in ("open",)}
+
+    sqlite, pg, api = methods(Store), methods(PgStore), methods(StoreAPI)
+    assert set(sqlite) <= set(pg), f"not in PgStore: {sorted(set(sqlite) - set(pg))}"
+    assert set(api) <= set(sqlite)
+    for name, signature in sqlite.items():
+        assert list(pg[name].parameters) == list(signature.parameters), name
