@@ -10,7 +10,9 @@
 # - Services are not created: the PostgreSQL pod is reached by its pod name
 #   (pesto-db-pod-0) on the network `pesto` (DNS on: the netavark backend, or the CNI
 #   dnsname plugin, Debian package golang-github-containernetworking-plugin-dnsname),
-#   and the Pesto pods by their addresses, printed at the end (put a load balancer there).
+#   and the Pesto pods by their addresses, printed at the end (put a load balancer there);
+#   containerPorts are dropped (podman 4.3 would publish each on the host, and the
+#   replicas would collide).
 # - podman 4.3 reads a secretKeyRef from a podman secret holding a JSON map of base64
 #   values, and mis-reads the manifest's own Secret: the script makes the secret `pesto`
 #   itself (random passwords, unless PESTO_DB_PASSWORD / PESTO_ADMIN_TOKEN are set) and
@@ -28,11 +30,19 @@ played=$(mktemp)
 trap 'rm -f "$played"' EXIT
 
 # The manifest without its Secret (see above); PESTO_NODES overrides the replicas.
-python3 - "$manifest" "${PESTO_NODES:-}" > "$played" <<'EOF'
+# A second play finds the database volume from the first: podman 4.3 refuses to create
+# it again, so its claim is left out and the Deployment mounts the existing volume.
+volume=new
+podman volume exists pesto-db-data && volume=existing
+python3 - "$manifest" "${PESTO_NODES:-}" "$volume" > "$played" <<'EOF'
 import re, sys
 docs = re.split(r"^---\n", open(sys.argv[1]).read(), flags=re.M)
-out = [d for d in docs if not re.search(r"^kind: Secret$", d, flags=re.M)]
+skip = r"^kind: (Secret|PersistentVolumeClaim)$" if sys.argv[3] == "existing" else r"^kind: Secret$"
+out = [d for d in docs if not re.search(skip, d, flags=re.M)]
 text = "---\n".join(out)
+# podman 4.3 publishes every containerPort on the host: replicas would collide on 8080
+# (and the database on a host's 5432). The pods talk over the network instead.
+text = re.sub(r"^( +)ports:\n(\1  - containerPort: \d+\n)+", "", text, flags=re.M)
 if sys.argv[2]:
     text = re.sub(r"^(  replicas: )3(\s)", r"\g<1>" + sys.argv[2] + r"\2", text, flags=re.M)
 print(text)

@@ -12,7 +12,9 @@ if [ "$(id -u)" = 0 ]; then
     chmod 0700 "$PGDATA"
     exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
 fi
-if [ ! -s "$PGDATA/PG_VERSION" ]; then
+# The marker is written last: a first start cut short (the pod killed mid-way) is redone.
+if [ ! -e "$PGDATA/.pesto-initialized" ]; then
+    find "$PGDATA" -mindepth 1 -delete
     : "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
     pwfile=$(mktemp)
     printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile"
@@ -24,6 +26,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     "$bin/pg_ctl" -D "$PGDATA" -o "-c listen_addresses='' -k /tmp" -w start
     "$bin/psql" -h /tmp -U postgres -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$db\""
     "$bin/pg_ctl" -D "$PGDATA" -m fast -w stop
+    touch "$PGDATA/.pesto-initialized"
 fi
 # Each Pesto node keeps a pool of up to 10 connections plus one that LISTENs.
 exec "$bin/postgres" -D "$PGDATA" -k /tmp -c listen_addresses='*' -c max_connections=200
