@@ -166,8 +166,10 @@ class ClusterScheduler(Scheduler):
                      waiter_records: bool = False) -> _Entry:
         """Persist and schedule a job (see the module docstring); returns a handle for `wait`.
 
-        The outcome is always recorded before a waiter is settled (another
-        node may be asked about the job next), so `waiter_records` is ignored.
+        `waiter_records` as in `Scheduler.submit`: a job run here is recorded
+        right after its waiting handler answered; until that commit, reads of
+        the job on this node wait for it (PgStore.get_job), and another node
+        may see it `running` for that one round trip.
         Raises ShuttingDown / QueueFull (503), TooManyJobs / QuotaExceeded (429).
         """
         if self._closing:
@@ -175,7 +177,7 @@ class ClusterScheduler(Scheduler):
         start_now = self._running < self.workers
         entry = _Entry(job_id=job_id, request=request, token_id=token.id, token_name=token.name,
                        created=time.monotonic(), done=asyncio.get_running_loop().create_future(),
-                       running_in_store=start_now)
+                       running_in_store=start_now, waiter_records=waiter_records)
         if start_now:                     # book the slot before the first await
             self._running += 1
             self._entries[job_id] = entry

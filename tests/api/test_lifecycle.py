@@ -88,7 +88,7 @@ def test_finished_jobs_are_purged_after_retention(data_dir: Path) -> None:
 
 
 def test_schema_is_versioned_and_reopened(data_dir: Path) -> None:
-    sqlite_only(data_dir, "the SQLite file and its directory (PostgreSQL: tests/test_cluster.py)")
+    sqlite_only(data_dir, "the SQLite file and its directory (PostgreSQL: tests/api/test_cluster.py)")
     async def check() -> None:
         store = await Store.open(data_dir)
         assert await store.schema_version() == len(MIGRATIONS)
