@@ -130,8 +130,8 @@ class ClusterScheduler(Scheduler):
         wait = self._avg_run * (1 + self._queued_seen / self.workers)
         return max(1, min(60, math.ceil(wait)))
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -305,7 +305,7 @@ class ClusterScheduler(Scheduler):
                 watcher.set_result(None)
         entry = self._remote.pop(job_id, None)
         if entry is not None:
-            self._spawn(self._settle_remote(entry))
+            self._spawn(self._settle_remote(entry), f"settle-{job_id}")
 
     async def _settle_remote(self, entry: _Entry) -> None:
         try:
@@ -322,7 +322,7 @@ class ClusterScheduler(Scheduler):
     def _on_cancel(self, job_id: str) -> None:
         entry = self._entries.get(job_id)
         if entry is not None:
-            self._spawn(super().cancel(job_id, entry.token_id))
+            self._spawn(super().cancel(job_id, entry.token_id), f"cancel-{job_id}")
             return
         # Not here (yet): this node may be claiming it right now.
         now = time.monotonic()
