@@ -96,10 +96,10 @@ class SharedRateLimiter:
 
 
 class ClusterScheduler(Scheduler):
-    def __init__(self, engine: Any, store: Any, *, workers: int, queue_size: int,
-                 shutdown_timeout: float, node_name: str = "", lease: float = 10.0) -> None:
-        super().__init__(engine, store, workers=workers, queue_size=queue_size,
-                         shutdown_timeout=shutdown_timeout)
+    def __init__(self, engine: Any, store: Any, *, node_name: str = "", lease: float = 10.0,
+                 **options: Any) -> None:
+        """`options` are the Scheduler's (workers, queue_size, shutdown_timeout, ...)."""
+        super().__init__(engine, store, **options)
         self.node_id = uuid.uuid4().hex[:16]
         self.node_name = node_name or f"{socket.gethostname()}:{os.getpid()}"
         self.lease = lease
