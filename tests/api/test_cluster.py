@@ -307,3 +307,23 @@ def test_both_stores_offer_every_store_method_with_the_same_signature() -> None:
     assert set(api) <= set(sqlite)
     for name, signature in sqlite.items():
         assert list(pg[name].parameters) == list(signature.parameters), name
+
+
+def test_store_url_picks_the_backend(tmp_path: Path, postgres: Any) -> None:
+    from pesto.config import load_settings
+    from pesto.pgstore import PgStore
+    from pesto.store import DB_NAME, Store
+    from pesto.stores import open_store
+
+    async def kinds() -> list[type]:
+        made = []
+        for url in (None, f"sqlite://{tmp_path}/elsewhere", postgres.new_database()):
+            store = await open_store(load_settings(env={}, data_dir=str(tmp_path / "default"),
+                                                   store_url=url))
+            made.append(type(store))
+            await store.close()
+        return made
+
+    assert asyncio.run(kinds()) == [Store, Store, PgStore]
+    assert (tmp_path / "default" / DB_NAME).exists()
+    assert (tmp_path / "elsewhere" / DB_NAME).exists()
