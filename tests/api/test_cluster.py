@@ -315,9 +315,11 @@ def test_store_url_picks_the_backend(tmp_path: Path, postgres: Any) -> None:
     from pesto.store import DB_NAME, Store
     from pesto.stores import open_store
 
+    pg_url = postgres.new_database()
+
     async def kinds() -> list[type]:
         made = []
-        for url in (None, f"sqlite://{tmp_path}/elsewhere", postgres.new_database()):
+        for url in (None, f"sqlite://{tmp_path}/elsewhere", pg_url):
             store = await open_store(load_settings(env={}, data_dir=str(tmp_path / "default"),
                                                    store_url=url))
             made.append(type(store))
