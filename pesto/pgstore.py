@@ -359,6 +359,20 @@ class PgStore:
             " WHERE t.hash = $2 AND t.revoked_at IS NULL", month, token_hash)
         return None if row is None else Token(*row)
 
+    async def token_revoked(self, token_hash: str) -> bool:
+        """Whether a revoked token has this hash (asked only after a failed lookup).
+
+        A coroutine here, a plain call on SQLite: callers await what they get.
+        """
+        return await self._pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM tokens WHERE hash = $1 AND revoked_at IS NOT NULL)",
+            token_hash)
+
+    async def live_token_hash(self, name: str) -> str | None:
+        """The hash of the live token called `name` (config `piston_anonymous_token`)."""
+        return await self._pool.fetchval(
+            "SELECT hash FROM tokens WHERE name = $1 AND revoked_at IS NULL", name)
+
     async def rate_hit(self, token_id: int, limit: int) -> float:
         """Count one request of a rate-limited token, cluster-wide.
 

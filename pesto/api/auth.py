@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import inspect
 import math
 import secrets
 import time
@@ -90,7 +91,10 @@ async def authenticate(store: Store, limiter: RateLimiter, header: str | None, *
     digest = _hashes.get(value) or hash_token(value)
     token = await store.token_by_hash(digest, utcnow()[:7])
     if token is None:
-        if store.token_revoked(digest):
+        revoked = store.token_revoked(digest)
+        if inspect.isawaitable(revoked):    # the PostgreSQL store asks the database
+            revoked = await revoked
+        if revoked:
             raise TokenRevoked("Token has been revoked",
                                hint="an operator revoked this token; ask for a new one")
         raise TokenInvalid("Token not registered",

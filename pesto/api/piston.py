@@ -16,6 +16,7 @@ only lower a limit. Where Pesto differs, docs/api.md says so.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -82,12 +83,16 @@ async def _caller(request: Request[Any, Any, Any], services: Services) -> Token:
     # concurrency limits hold for all of it together.
     store = services.store
     digest = store.live_token_hash(name)
+    if inspect.isawaitable(digest):         # the PostgreSQL store asks the database
+        digest = await digest
     token = await store.token_by_hash(digest, utcnow()[:7]) if digest else None
     if token is None:
         log.warning("piston_anonymous_token names %r, which is not a live token", name)
         raise TokenInvalid("Token not registered", hint="the server's anonymous token is missing; "
                            "send a token in the X-Pesto-Token or Authorization header")
-    services.limiter.hit(token)
+    pending = services.limiter.hit(token)
+    if pending is not None:                 # the shared limiter (PostgreSQL) asks the database
+        await pending
     return token
 
 
