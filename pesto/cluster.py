@@ -113,6 +113,7 @@ class ClusterScheduler(Scheduler):
         self._claimer: asyncio.Task[None] | None = None
         self._beater: asyncio.Task[None] | None = None
         self._queued_seen = 0                     # jobs queued cluster-wide, at the last heartbeat
+        self._claiming = 0                        # slots booked by a claim in flight
         self._background: set[asyncio.Future[Any]] = set()
 
     # --- state -----------------------------------------------------------------
@@ -123,8 +124,9 @@ class ClusterScheduler(Scheduler):
                                       or self._queued_seen < self.queue_size)
 
     def stats(self) -> dict[str, Any]:
-        return {**super().stats(), "queued": self._queued_seen, "node": self.node_id,
-                "waiting": len(self._remote)}
+        # Slots a claim has booked are free until it returns jobs.
+        return {**super().stats(), "running": self._running - self._claiming,
+                "queued": self._queued_seen, "node": self.node_id, "waiting": len(self._remote)}
 
     def retry_after(self) -> int:
         wait = self._avg_run * (1 + self._queued_seen / self.workers)
@@ -256,6 +258,7 @@ class ClusterScheduler(Scheduler):
             if free <= 0:
                 continue
             self._running += free          # booked while the claim is in flight
+            self._claiming = free
             claimed: list[tuple[Job, str]] = []
             try:
                 claimed = await self._store.claim(self.node_id, free, utcnow())
@@ -263,6 +266,7 @@ class ClusterScheduler(Scheduler):
                 log.exception("claiming queued jobs failed; will retry")
                 await asyncio.sleep(POLL_INTERVAL)
             finally:
+                self._claiming = 0
                 self._running -= free - len(claimed)
             if self._closing and claimed:
                 # Claimed while shutting down: nothing ran; give them back.
