@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import asyncpg
 
+import pesto.store as records
 from pesto.store import Job, JobStatus, Token, utcnow
 
 log = logging.getLogger("pesto.store")
@@ -162,12 +163,58 @@ MIGRATIONS: tuple[str, ...] = (
         RETURN 0;
     END $$;
     """,
+    # 2: what the SQLite store's migration 3 of each feature added: signed webhooks
+    # (a callback secret per token, one row per delivery) and token requests from the
+    # page at / (pesto/api/front.py).
+    """
+    ALTER TABLE tokens ADD COLUMN callback_secret text
+        DEFAULT replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '');
+    CREATE TABLE deliveries (
+        id              bigserial PRIMARY KEY,
+        job_id          text NOT NULL,
+        token_id        bigint NOT NULL REFERENCES tokens(id),
+        url             text NOT NULL,
+        payload         text NOT NULL,
+        status          text NOT NULL DEFAULT 'pending',   -- pending, delivered, failed
+        attempts        integer NOT NULL DEFAULT 0,
+        created_at      double precision NOT NULL,         -- Unix time
+        next_attempt_at double precision NOT NULL,
+        finished_at     double precision,
+        last_error      text
+    );
+    CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX deliveries_job ON deliveries(job_id);
+
+    CREATE TABLE token_requests (
+        id          bigserial PRIMARY KEY,
+        name        text NOT NULL,
+        email       text NOT NULL,
+        purpose     text NOT NULL,
+        address     text NOT NULL,
+        claim_hash  text NOT NULL UNIQUE,
+        public_key  bytea NOT NULL,
+        status      text NOT NULL,
+        created_at  text NOT NULL,
+        decided_at  text,
+        reason      text,
+        token_id    bigint REFERENCES tokens(id),
+        sealed      bytea,
+        claimed_at  text
+    );
+    CREATE UNIQUE INDEX token_requests_email ON token_requests(email) WHERE status != 'rejected';
+    CREATE INDEX token_requests_pending ON token_requests(status) WHERE status = 'pending';
+    """,
 )
 
 _TOKEN_COLUMNS = ("t.id, t.name, t.created_at, coalesce((SELECT max(l.last_used_at) FROM usage l"
                   " WHERE l.token_id = t.id), t.last_used_at), t.rate_limit, t.monthly_limit,"
                   " t.max_concurrency, t.revoked_at")
 _JOB_COLUMNS = "id, token_id, status, request, created_at, started_at, finished_at, result, error"
+_DELIVERY_COLUMNS = ("id, job_id, token_id, url, payload, status, attempts, created_at,"
+                     " next_attempt_at, last_error")
+_REQUEST_COLUMNS = ("id, name, email, purpose, address, status, created_at, decided_at, reason,"
+                    " token_id, claimed_at")
+DELIVERY_LEASE = 120      # seconds a node holds a due webhook delivery while it sends it
 
 
 def _job(row: Any) -> Job:
@@ -538,3 +585,176 @@ class PgStore:
             if count < PURGE_BATCH:
                 return gone
 
+    # --- webhook deliveries and the secrets they are signed with ------------------
+
+    async def callback_secret(self, token_id: int) -> str | None:
+        """The secret this token's callbacks are signed with."""
+        return await self._pool.fetchval("SELECT callback_secret FROM tokens WHERE id = $1",
+                                         token_id)
+
+    async def set_callback_secret(self, name: str, secret: str) -> bool:
+        """Give the live token `name` a new callback secret; False when there is none."""
+        status = await self._pool.execute(
+            "UPDATE tokens SET callback_secret = $1 WHERE name = $2 AND revoked_at IS NULL",
+            secret, name)
+        return status != "UPDATE 0"
+
+    async def add_delivery(self, job_id: str, token_id: int, url: str, payload: str,
+                           now: float) -> None:
+        """Queue one delivery, due at once."""
+        await self._pool.execute(
+            "INSERT INTO deliveries (job_id, token_id, url, payload, created_at, next_attempt_at)"
+            " VALUES ($1, $2, $3, $4, $5, $5)", job_id, token_id, url, payload, now)
+
+    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
+        """Pending deliveries due by `now`, oldest first, taken for this node.
+
+        Several nodes run a delivery loop on the same table: each due row is
+        taken with SKIP LOCKED and its next attempt pushed DELIVERY_LEASE
+        seconds on, so no other node sends it meanwhile; the attempt's
+        `end_delivery` / `retry_delivery` then writes the real state. A node
+        that dies mid-attempt leaves the row due again after the lease (a
+        webhook may then arrive twice; receivers dedupe by delivery id).
+        """
+        rows = await self._pool.fetch(
+            f"UPDATE deliveries d SET next_attempt_at = $1 + {DELIVERY_LEASE}"
+            " FROM (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $1"
+            "       ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) c"
+            " WHERE d.id = c.id RETURNING d.id, d.job_id, d.token_id, d.url, d.payload, d.status,"
+            " d.attempts, d.created_at, $1::double precision, d.last_error", now, limit)
+        return sorted((records.Delivery(*row) for row in rows), key=lambda d: d.id)
+
+    async def next_delivery_at(self) -> float | None:
+        return await self._pool.fetchval(
+            "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'")
+
+    async def end_delivery(self, delivery_id: int, status: str, attempts: int, now: float,
+                           error: str | None = None) -> None:
+        """Record a delivery `delivered` or `failed` for good."""
+        await self._pool.execute(
+            "UPDATE deliveries SET status = $1, attempts = $2, finished_at = $3, last_error = $4"
+            " WHERE id = $5", status, attempts, now, error, delivery_id)
+
+    async def retry_delivery(self, delivery_id: int, attempts: int, next_at: float,
+                             error: str) -> None:
+        await self._pool.execute(
+            "UPDATE deliveries SET attempts = $1, next_attempt_at = $2, last_error = $3"
+            " WHERE id = $4", attempts, next_at, error, delivery_id)
+
+    async def deliveries_of(self, job_id: str) -> list[Delivery]:
+        """Every delivery of a job, oldest first (for operators and tests)."""
+        rows = await self._pool.fetch(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE job_id = $1 ORDER BY id", job_id)
+        return [records.Delivery(*row) for row in rows]
+
+    async def purge_deliveries(self, before: float) -> int:
+        """Delete deliveries that ended before `before` (Unix time)."""
+        status = await self._pool.execute(
+            "DELETE FROM deliveries WHERE status != 'pending' AND finished_at < $1", before)
+        return int(status.split()[-1])
+
+    # --- token requests -----------------------------------------------------------
+
+    async def add_token_request(self, *, name: str, email: str, purpose: str, address: str,
+                                claim_hash: str, public_key: bytes, max_pending: int,
+                                issue: tuple[str, str, dict[str, int | None]] | None = None,
+                                ) -> TokenRequest:
+        """Store a new request, all or nothing (see Store.add_token_request).
+
+        Raises RequestRefused("duplicate") or RequestRefused("full"); the
+        pending count is taken under an advisory lock, so requests arriving
+        at several nodes at once cannot exceed `max_pending`.
+        """
+        now = utcnow()
+        done = None if issue is None else now
+        status = "pending" if issue is None else "claimed"
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATE_LOCK + 2)
+            if issue is None and await conn.fetchval(
+                    "SELECT count(*) FROM token_requests WHERE status = 'pending'") >= max_pending:
+                raise records.RequestRefused("full")
+            try:
+                async with conn.transaction():        # a savepoint: the refusal rolls back
+                    token_id = None
+                    if issue is not None:
+                        token_name, token_hash, limits = issue
+                        token_id = await self._insert_token(conn, token_name, token_hash,
+                                                            limits, now)
+                    request_id = await conn.fetchval(
+                        "INSERT INTO token_requests (name, email, purpose, address, claim_hash,"
+                        " public_key, status, created_at, decided_at, token_id, claimed_at)"
+                        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                        name, email, purpose, address, claim_hash, public_key, status, now,
+                        done, token_id, done)
+            except asyncpg.UniqueViolationError:
+                raise records.RequestRefused("duplicate") from None
+        return records.TokenRequest(id=request_id, name=name, email=email, purpose=purpose,
+                            address=address, status=status, created_at=now, decided_at=done,
+                            token_id=token_id, claimed_at=done)
+
+    @staticmethod
+    async def _insert_token(conn: Any, name: str, token_hash: str,
+                            limits: dict[str, int | None], now: str) -> int:
+        return await conn.fetchval(
+            "INSERT INTO tokens (name, hash, created_at, rate_limit, monthly_limit,"
+            " max_concurrency) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            name, token_hash, now, limits.get("rate_limit"), limits.get("monthly_limit"),
+            limits.get("max_concurrency"))
+
+    async def token_requests(self, pending_only: bool = False) -> list[TokenRequest]:
+        """Every token request (or the pending ones), oldest first."""
+        where = " WHERE status = 'pending'" if pending_only else ""
+        rows = await self._pool.fetch(
+            f"SELECT {_REQUEST_COLUMNS} FROM token_requests{where} ORDER BY id")
+        return [records.TokenRequest(*row) for row in rows]
+
+    async def token_request(self, request_id: int) -> tuple[TokenRequest, bytes] | None:
+        """A request and its public key, or None."""
+        row = await self._pool.fetchrow(
+            f"SELECT {_REQUEST_COLUMNS}, public_key FROM token_requests WHERE id = $1",
+            request_id)
+        return None if row is None else (records.TokenRequest(*row[:-1]), bytes(row[-1]))
+
+    async def approve_token_request(self, request_id: int, token_name: str, token_hash: str,
+                                    sealed: bytes, limits: dict[str, int | None]) -> bool:
+        """Create the token and keep it sealed for the claim, in one transaction.
+
+        False (and nothing written) unless the request is still pending;
+        RequestRefused("duplicate") when a live token already has `token_name`.
+        """
+        now = utcnow()
+        async with self._pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval("SELECT 1 FROM token_requests WHERE id = $1"
+                                   " AND status = 'pending' FOR UPDATE", request_id) is None:
+                return False
+            try:
+                async with conn.transaction():
+                    token_id = await self._insert_token(conn, token_name, token_hash, limits, now)
+            except asyncpg.UniqueViolationError:
+                raise records.RequestRefused("duplicate") from None
+            await conn.execute(
+                "UPDATE token_requests SET status = 'approved', decided_at = $1, token_id = $2,"
+                " sealed = $3 WHERE id = $4", now, token_id, sealed, request_id)
+            return True
+
+    async def reject_token_request(self, request_id: int, reason: str | None) -> bool:
+        """Reject a pending request; False when it is not pending."""
+        status = await self._pool.execute(
+            "UPDATE token_requests SET status = 'rejected', decided_at = $1, reason = $2"
+            " WHERE id = $3 AND status = 'pending'", utcnow(), reason, request_id)
+        return status != "UPDATE 0"
+
+    async def request_by_claim(self, claim_hash: str) -> TokenRequest | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_REQUEST_COLUMNS} FROM token_requests WHERE claim_hash = $1", claim_hash)
+        return None if row is None else records.TokenRequest(*row)
+
+    async def take_sealed_token(self, claim_hash: str) -> bytes | None:
+        """Mark an approved request claimed and hand over its sealed token, once
+        (the row is locked: two claims racing cannot both get it)."""
+        sealed = await self._pool.fetchval(
+            "WITH old AS (SELECT id, sealed FROM token_requests"
+            "   WHERE claim_hash = $1 AND status = 'approved' FOR UPDATE)"
+            " UPDATE token_requests t SET status = 'claimed', claimed_at = $2, sealed = NULL"
+            " FROM old WHERE t.id = old.id RETURNING old.sealed", claim_hash, utcnow())
+        return None if sealed is None else bytes(sealed)
