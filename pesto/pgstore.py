@@ -618,10 +618,11 @@ class PgStore:
         """
         rows = await self._pool.fetch(
             f"UPDATE deliveries d SET next_attempt_at = $1 + {DELIVERY_LEASE}"
-            " FROM (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $1"
+            " FROM (SELECT id, next_attempt_at FROM deliveries WHERE status = 'pending'"
+            "       AND next_attempt_at <= $1"
             "       ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) c"
             " WHERE d.id = c.id RETURNING d.id, d.job_id, d.token_id, d.url, d.payload, d.status,"
-            " d.attempts, d.created_at, $1::double precision, d.last_error", now, limit)
+            " d.attempts, d.created_at, c.next_attempt_at, d.last_error", now, limit)
         return sorted((records.Delivery(*row) for row in rows), key=lambda d: d.id)
 
     async def next_delivery_at(self) -> float | None:
