@@ -35,7 +35,8 @@ from typing import Any, Callable
 import asyncpg
 
 import pesto.store as records
-from pesto.store import Job, JobStatus, Token, utcnow
+from pesto.store import (Job, JobStatus, RequestRefused, RequestStatus, Token, TokenRequest,
+                         utcnow)
 
 log = logging.getLogger("pesto.store")
 
@@ -221,6 +222,10 @@ def _job(row: Any) -> Job:
     return Job(id=row[0], token_id=row[1], status=JobStatus(row[2]), request=row[3],
                created_at=row[4], started_at=row[5], finished_at=row[6], result=row[7],
                error=row[8])
+
+
+def _token_request(row: Any) -> TokenRequest:
+    return TokenRequest(row[0], row[1], row[2], row[3], row[4], RequestStatus(row[5]), *row[6:])
 
 
 async def _migrate(conn: asyncpg.Connection) -> None:
@@ -668,12 +673,12 @@ class PgStore:
         """
         now = utcnow()
         done = None if issue is None else now
-        status = "pending" if issue is None else "claimed"
+        status = RequestStatus.PENDING if issue is None else RequestStatus.CLAIMED
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATE_LOCK + 2)
             if issue is None and await conn.fetchval(
                     "SELECT count(*) FROM token_requests WHERE status = 'pending'") >= max_pending:
-                raise records.RequestRefused("full")
+                raise RequestRefused("full")
             try:
                 async with conn.transaction():        # a savepoint: the refusal rolls back
                     token_id = None
@@ -685,11 +690,11 @@ class PgStore:
                         "INSERT INTO token_requests (name, email, purpose, address, claim_hash,"
                         " public_key, status, created_at, decided_at, token_id, claimed_at)"
                         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-                        name, email, purpose, address, claim_hash, public_key, status, now,
+                        name, email, purpose, address, claim_hash, public_key, status.value, now,
                         done, token_id, done)
             except asyncpg.UniqueViolationError:
-                raise records.RequestRefused("duplicate") from None
-        return records.TokenRequest(id=request_id, name=name, email=email, purpose=purpose,
+                raise RequestRefused("duplicate") from None
+        return TokenRequest(id=request_id, name=name, email=email, purpose=purpose,
                             address=address, status=status, created_at=now, decided_at=done,
                             token_id=token_id, claimed_at=done)
 
@@ -707,14 +712,14 @@ class PgStore:
         where = " WHERE status = 'pending'" if pending_only else ""
         rows = await self._pool.fetch(
             f"SELECT {_REQUEST_COLUMNS} FROM token_requests{where} ORDER BY id")
-        return [records.TokenRequest(*row) for row in rows]
+        return [_token_request(row) for row in rows]
 
     async def token_request(self, request_id: int) -> tuple[TokenRequest, bytes] | None:
         """A request and its public key, or None."""
         row = await self._pool.fetchrow(
             f"SELECT {_REQUEST_COLUMNS}, public_key FROM token_requests WHERE id = $1",
             request_id)
-        return None if row is None else (records.TokenRequest(*row[:-1]), bytes(row[-1]))
+        return None if row is None else (_token_request(row[:-1]), bytes(row[-1]))
 
     async def approve_token_request(self, request_id: int, token_name: str, token_hash: str,
                                     sealed: bytes, limits: dict[str, int | None]) -> bool:
@@ -732,7 +737,7 @@ class PgStore:
                 async with conn.transaction():
                     token_id = await self._insert_token(conn, token_name, token_hash, limits, now)
             except asyncpg.UniqueViolationError:
-                raise records.RequestRefused("duplicate") from None
+                raise RequestRefused("duplicate") from None
             await conn.execute(
                 "UPDATE token_requests SET status = 'approved', decided_at = $1, token_id = $2,"
                 " sealed = $3 WHERE id = $4", now, token_id, sealed, request_id)
@@ -748,7 +753,7 @@ class PgStore:
     async def request_by_claim(self, claim_hash: str) -> TokenRequest | None:
         row = await self._pool.fetchrow(
             f"SELECT {_REQUEST_COLUMNS} FROM token_requests WHERE claim_hash = $1", claim_hash)
-        return None if row is None else records.TokenRequest(*row)
+        return None if row is None else _token_request(row)
 
     async def take_sealed_token(self, claim_hash: str) -> bytes | None:
         """Mark an approved request claimed and hand over its sealed token, once

@@ -57,6 +57,12 @@ def sqlite_only(data_dir: Path, why: str) -> None:
         pytest.skip(f"SQLite only: {why}")
 
 
+def store_args(data_dir: Path) -> list[str]:
+    """The `--store URL` of a data dir's PostgreSQL database for `pesto` commands (or none)."""
+    url = store_url(data_dir)
+    return [] if url is None else ["--store", url]
+
+
 def open_test_store(data_dir: Path):
     """The store a test's app uses (an awaitable)."""
     return open_store(load_settings(env={}, data_dir=str(data_dir),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import subprocess
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ import pytest
 
 from pesto.api import claim
 from pesto.store import DB_NAME, MIGRATIONS, RequestStatus, Store
-from tests.api.conftest import Api, assert_error, free_port, pesto_cli, running_app
+from tests.api.conftest import (Api, assert_error, free_port, open_test_store, pesto_cli,
+                                running_app, sqlite_only, store_args, store_url)
 
 FORM = {"name": "Ada", "email": "Ada@Example.org", "purpose": "a course on engines"}
 WEB = Path(__file__).resolve().parents[2] / "pesto" / "web"
@@ -22,12 +24,21 @@ WEB = Path(__file__).resolve().parents[2] / "pesto" / "web"
 
 def _requests(data_dir: Path, pending_only: bool = False) -> list[Any]:
     async def run() -> list[Any]:
-        store = await Store.open(data_dir)
+        store = await open_test_store(data_dir)
         try:
             return await store.token_requests(pending_only)
         finally:
             await store.close()
     return asyncio.run(run())
+
+
+def _database_bytes(data_dir: Path) -> bytes:
+    """Everything the store holds: the SQLite files, or a dump of every PostgreSQL table."""
+    url = store_url(data_dir)
+    if url is None:
+        return b"".join(p.read_bytes() for p in data_dir.iterdir() if p.name.startswith(DB_NAME))
+    dump = subprocess.run(["pg_dump", "--data-only", url], capture_output=True, check=True)
+    return dump.stdout
 
 
 def _ask(api: Api, body: Any = FORM, **kw: Any) -> Any:
@@ -40,7 +51,7 @@ def _claim(api: Api, code: str) -> Any:
 
 def _approve(data_dir: Path, request_id: int, *extra: str) -> str:
     return pesto_cli("token", "approve", str(request_id), "--data-dir", str(data_dir),
-                     *extra).stdout
+                     *store_args(data_dir), *extra).stdout
 
 
 # --- the page -------------------------------------------------------------------
@@ -105,7 +116,8 @@ def test_request_approve_claim_once_and_run(api: Api) -> None:
     assert answer.json() == {"status": "claimed", "token": token}
     assert_error(_claim(api, code), 410, "ALREADY_CLAIMED")           # shown once
 
-    listing = pesto_cli("token", "list", "--data-dir", str(api.data_dir)).stdout
+    listing = pesto_cli("token", "list", "--data-dir", str(api.data_dir),
+                        *store_args(api.data_dir)).stdout
     row = next(line for line in listing.splitlines() if "request:ada@example.org" in line)
     assert row.split()[3:6] == ["30", "7", "2"]     # the flags, and trial_max_concurrency
     ran = api.post("/api/execute", {"language": "python", "code": "print(input()*2)",
@@ -113,19 +125,19 @@ def test_request_approve_claim_once_and_run(api: Api) -> None:
     assert ran.status_code == 200, ran.text
     assert ran.json()["runtime"]["stdout"] == "abab\n"
 
-    # Neither the token nor the claim code is in the database file, readable.
-    raw = b"".join(p.read_bytes() for p in api.data_dir.iterdir() if p.name.startswith(DB_NAME))
-    assert token.encode() not in raw and code.encode() not in raw
+    # Neither the token nor the claim code is in the database, readable.
+    assert token.encode() not in _database_bytes(api.data_dir)
+    assert code.encode() not in _database_bytes(api.data_dir)
 
 
 def test_reject_shows_the_reason_and_frees_the_email(api: Api, data_dir: Path) -> None:
     code = _ask(api).json()["claimCode"]
     (request,) = _requests(data_dir)
     pesto_cli("token", "reject", str(request.id), "--reason", "not a course", "--data-dir",
-              str(data_dir))
+              str(data_dir), *store_args(data_dir))
     assert _claim(api, code).json() == {"status": "rejected", "reason": "not a course"}
     again = pesto_cli("token", "approve", str(request.id), "--data-dir", str(data_dir),
-                      check=False)
+                      *store_args(data_dir), check=False)
     assert again.returncode == 1 and "rejected, not pending" in again.stderr
     assert _ask(api).status_code == 201          # a rejected email may ask again
 
@@ -196,7 +208,7 @@ def test_pending_requests_are_bounded(data_dir: Path) -> None:
             assert _ask(api, {**FORM, "email": f"u{n}@example.org"}).status_code == 201
         assert_error(_ask(api, {**FORM, "email": "u9@example.org"}), 503, "TOO_MANY_PENDING")
         assert len(_requests(data_dir)) == 2
-        pesto_cli("token", "reject", "1", "--data-dir", str(data_dir))
+        pesto_cli("token", "reject", "1", "--data-dir", str(data_dir), *store_args(data_dir))
         assert _ask(api, {**FORM, "email": "u9@example.org"}).status_code == 201
 
 
@@ -224,7 +236,8 @@ def test_auto_issues_a_trial_token_at_once(data_dir: Path) -> None:
 def test_auto_stores_nothing_when_the_token_cannot_be_made(data_dir: Path) -> None:
     # A live token already has the name the request's token would get: the
     # request must not be stored without its token.
-    pesto_cli("token", "create", "--name", "request:ada@example.org", "--data-dir", str(data_dir))
+    pesto_cli("token", "create", "--name", "request:ada@example.org", "--data-dir", str(data_dir),
+              *store_args(data_dir))
     with running_app(data_dir, token_requests="auto") as api:
         assert_error(_ask(api), 409, "DUPLICATE_REQUEST")
     assert _requests(data_dir) == []
@@ -261,6 +274,7 @@ def test_sealed_token_opens_only_with_its_code() -> None:
 
 
 def test_schema_2_migrates_to_token_requests(data_dir: Path) -> None:
+    sqlite_only(data_dir, "a SQLite file of schema 2 (PostgreSQL: test_cluster's migrations)")
     data_dir.mkdir(mode=0o700)
     db = sqlite3.connect(data_dir / DB_NAME, isolation_level=None)
     db.executescript("BEGIN;" + MIGRATIONS[0] + MIGRATIONS[1] + "PRAGMA user_version = 2; COMMIT;")
@@ -303,7 +317,7 @@ def test_approval_is_mailed_when_smtp_is_configured(data_dir: Path, smtp: Any,
         code = _ask(api).json()["claimCode"]
         (request,) = _requests(data_dir)
         out = pesto_cli("--config", str(config), "token", "approve", str(request.id),
-                        "--data-dir", str(data_dir)).stdout
+                        "--data-dir", str(data_dir), *store_args(data_dir)).stdout
         assert "Mailed to ada@example.org" in out
         token = _claim(api, code).json()["token"]
     ((to, message),) = inbox.messages
@@ -327,8 +341,10 @@ def test_auto_mode_mails_the_token(data_dir: Path, smtp: Any) -> None:
 
 def test_approve_refuses_when_the_token_name_is_taken(api: Api, data_dir: Path) -> None:
     _ask(api)
-    pesto_cli("token", "create", "--name", "request:ada@example.org", "--data-dir", str(data_dir))
-    out = pesto_cli("token", "approve", "1", "--data-dir", str(data_dir), check=False)
+    pesto_cli("token", "create", "--name", "request:ada@example.org", "--data-dir", str(data_dir),
+              *store_args(data_dir))
+    out = pesto_cli("token", "approve", "1", "--data-dir", str(data_dir), *store_args(data_dir),
+                    check=False)
     assert out.returncode == 1 and "already called 'request:ada@example.org'" in out.stderr
     (request,) = _requests(data_dir)
     assert request.status is RequestStatus.PENDING and request.token_id is None   # nothing half-done
