@@ -112,25 +112,17 @@ class ClusterScheduler(Scheduler):
         self._maybe_queued = True
         self._claimer: asyncio.Task[None] | None = None
         self._beater: asyncio.Task[None] | None = None
-        self._queued_seen = 0                     # jobs queued cluster-wide, at the last heartbeat
+        # self._queued (the base class's count of queue places) is here the jobs queued
+        # cluster-wide: read at each heartbeat, kept roughly right in between.
         self._claiming = 0                        # slots booked by a claim in flight
         self._background: set[asyncio.Future[Any]] = set()
 
     # --- state -----------------------------------------------------------------
 
-    @property
-    def accepting(self) -> bool:
-        return not self._closing and (self._running < self.workers
-                                      or self._queued_seen < self.queue_size)
-
     def stats(self) -> dict[str, Any]:
         # Slots a claim has booked are free until it returns jobs.
         return {**super().stats(), "running": self._running - self._claiming,
-                "queued": self._queued_seen, "node": self.node_id, "waiting": len(self._remote)}
-
-    def retry_after(self) -> int:
-        wait = self._avg_run * (1 + self._queued_seen / self.workers)
-        return max(1, min(60, math.ceil(wait)))
+                "node": self.node_id, "waiting": len(self._remote)}
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -147,16 +139,30 @@ class ClusterScheduler(Scheduler):
         """
         await self._store.heartbeat(self.node_id, self.node_name, self.workers, 0)
         await self._listen()
+        interrupted = await self._store.running_jobs()
         failed = await self._store.fail_running(utcnow(), error_json(Interrupted(
             "the node running this job stopped; it was not run again "
             "(untrusted code is never re-run silently): submit it again")))
+        await self._callbacks(interrupted)
         queued = await self._store.queued_count()
-        self._queued_seen = queued
+        self._queued = queued
         self._claimer = asyncio.create_task(self._claim_loop(), name="cluster-claim")
         self._beater = asyncio.create_task(self._heartbeat_loop(), name="cluster-heartbeat")
         log.info("node %s (%s) joined the cluster on %s; %d job(s) queued",
                  self.node_id, self.node_name, self._store.path, queued)
         return failed, queued
+
+    async def _callbacks(self, ended: list[tuple[str, int, str]]) -> None:
+        """Queue the callbacks of jobs that ended without a run here: (id, token id, request)."""
+        for job_id, token_id, body in ended:
+            if self.on_finish is None or '"callbackUrl"' not in body:
+                continue
+            try:
+                url = parse_request(json.loads(body)).callback_url
+                if url:
+                    await self.on_finish(job_id, token_id, url)
+            except Exception:
+                log.exception("job %s: could not queue its callback", job_id)
 
     async def _listen(self) -> None:
         await self._store.listen({"pesto_queue": self._on_queue, "pesto_done": self._on_done,
@@ -179,7 +185,8 @@ class ClusterScheduler(Scheduler):
         start_now = self._running < self.workers
         entry = _Entry(job_id=job_id, request=request, token_id=token.id, token_name=token.name,
                        created=time.monotonic(), done=asyncio.get_running_loop().create_future(),
-                       running_in_store=start_now, waiter_records=waiter_records)
+                       running_in_store=start_now, waiter_records=waiter_records,
+                       max_concurrency=token.max_concurrency)
         if start_now:                     # book the slot before the first await
             self._running += 1
             self._entries[job_id] = entry
@@ -208,7 +215,7 @@ class ClusterScheduler(Scheduler):
         if start_now:
             self._start(entry)
         else:
-            self._queued_seen += 1          # kept roughly right between heartbeats (healthz)
+            self._queued += 1          # kept roughly right between heartbeats (healthz)
         return entry
 
     def _undo(self, entry: _Entry, started: bool) -> None:
@@ -229,7 +236,7 @@ class ClusterScheduler(Scheduler):
                 f"this token may run {token.monthly_limit} executions per calendar month (UTC)",
                 retry_after=_next_month_seconds())
         if verdict == "full":
-            self._queued_seen = max(self._queued_seen, self.queue_size)
+            self._queued = max(self._queued, self.queue_size)
             return QueueFull(f"the cluster's queue is full ({self.queue_size} jobs); retry later",
                              retry_after=self.retry_after())
         return PestoError(f"the store refused the job ({verdict})")
@@ -243,7 +250,11 @@ class ClusterScheduler(Scheduler):
 
     def _on_queue(self, _payload: str) -> None:
         self._maybe_queued = True
+        self._queued = max(self._queued, 1)     # a job waits: borrowed slots go back
         self._wake.set()
+
+    def _jobs_waiting(self) -> bool:
+        return self._queued > 0
 
     async def _claim_loop(self) -> None:
         while not self._closing:
@@ -259,7 +270,7 @@ class ClusterScheduler(Scheduler):
                 continue
             self._running += free          # booked while the claim is in flight
             self._claiming = free
-            claimed: list[tuple[Job, str]] = []
+            claimed: list[tuple[Job, str, int | None]] = []
             try:
                 claimed = await self._store.claim(self.node_id, free, utcnow())
             except Exception:
@@ -271,17 +282,17 @@ class ClusterScheduler(Scheduler):
             if self._closing and claimed:
                 # Claimed while shutting down: nothing ran; give them back.
                 self._running -= len(claimed)
-                await self._store.unclaim(self.node_id, [job.id for job, _ in claimed])
+                await self._store.unclaim(self.node_id, [job.id for job, _, _ in claimed])
                 return
-            self._queued_seen = max(0, self._queued_seen - len(claimed))
+            self._queued = max(0, self._queued - len(claimed))
             if len(claimed) < free:
                 self._maybe_queued = False
-            for job, token_name in claimed:
-                await self._run_claimed(job, token_name)
+            for job, token_name, max_concurrency in claimed:
+                await self._run_claimed(job, token_name, max_concurrency)
             if claimed and len(claimed) == free:
                 self._wake.set()            # there may be more
 
-    async def _run_claimed(self, job: Job, token_name: str) -> None:
+    async def _run_claimed(self, job: Job, token_name: str, max_concurrency: int | None) -> None:
         try:
             request = parse_request(json.loads(job.request))
         except (PestoError, ValueError) as exc:
@@ -293,7 +304,8 @@ class ClusterScheduler(Scheduler):
         if entry is None:
             entry = _Entry(job_id=job.id, request=request, token_id=job.token_id,
                            token_name=token_name, created=time.monotonic(),
-                           done=asyncio.get_running_loop().create_future())
+                           done=asyncio.get_running_loop().create_future(),
+                           max_concurrency=max_concurrency)
         entry.running_in_store = True
         if self._early_cancels.pop(job.id, None) is not None:
             entry.cancel_requested = True   # `_run` records it cancelled before running it
@@ -340,8 +352,10 @@ class ClusterScheduler(Scheduler):
         if job_id in self._entries:
             await super().cancel(job_id, token_id)
             return
-        if await self._store.cancel_queued(job_id, token_id, utcnow()):
-            self._queued_seen = max(0, self._queued_seen - 1)
+        body = await self._store.cancel_queued(job_id, token_id, utcnow())
+        if body is not None:
+            self._queued = max(0, self._queued - 1)
+            await self._callbacks([(job_id, token_id, body)])
             return
         job = await self._store.get_job(job_id, token_id)
         if job is None or job.status.finished:
@@ -384,8 +398,9 @@ class ClusterScheduler(Scheduler):
                 reaped = await self._store.reap(self.lease, utcnow(), error)
                 if reaped:
                     log.warning("failed %d job(s) of node(s) silent for over %.1f s: %s",
-                                len(reaped), self.lease, ", ".join(reaped))
-                self._queued_seen = await self._store.queued_count()
+                                len(reaped), self.lease, ", ".join(r[0] for r in reaped))
+                    await self._callbacks(reaped)
+                self._queued = await self._store.queued_count()
                 if self._remote:        # waiters whose finish notification was missed
                     for job_id in await self._store.finished_among(list(self._remote)):
                         self._on_done(job_id)

@@ -34,9 +34,8 @@ from typing import Any, Callable
 
 import asyncpg
 
-import pesto.store as records
-from pesto.store import (Job, JobStatus, RequestRefused, RequestStatus, Token, TokenRequest,
-                         utcnow)
+from pesto.store import (Delivery, Job, JobStatus, RequestRefused, RequestStatus, Token,
+                         TokenRequest, utcnow)
 
 log = logging.getLogger("pesto.store")
 
@@ -345,8 +344,10 @@ class PgStore:
         return [{"id": r[0], "name": r[1], "workers": r[2], "running": r[3],
                  "startedAt": r[4].isoformat(), "heartbeatAge": float(r[5])} for r in rows]
 
-    async def reap(self, lease: float, finished_at: str, error: str) -> list[str]:
-        """Fail the running jobs of nodes silent for longer than `lease`; their ids.
+    async def reap(self, lease: float, finished_at: str,
+                   error: str) -> list[tuple[str, int, str]]:
+        """Fail the running jobs of nodes silent for longer than `lease`; their
+        (id, token id, request).
 
         The dead nodes' rows go in the same statement. A job running on a
         node that has no row at all (it was reaped before) is failed too.
@@ -359,9 +360,10 @@ class PgStore:
             "   WHERE status = 'running' AND (node_id IN (SELECT id FROM dead)"
             "     OR node_id IS NULL"
             "     OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = jobs.node_id))"
-            "   RETURNING id)"
-            " SELECT id, pg_notify('pesto_done', id) FROM failed", lease, finished_at, error)
-        return [row[0] for row in rows]
+            "   RETURNING id, token_id, request)"
+            " SELECT id, token_id, request, pg_notify('pesto_done', id) FROM failed",
+            lease, finished_at, error)
+        return [(row[0], row[1], row[2]) for row in rows]
 
     # --- tokens -----------------------------------------------------------------
 
@@ -474,8 +476,10 @@ class PgStore:
             job.id, job.token_id, job.status.value, job.request, job.created_at, job.started_at,
             job.finished_at, job.result, job.error)
 
-    async def claim(self, node_id: str, limit: int, started_at: str) -> list[tuple[Job, str]]:
-        """Take up to `limit` queued jobs, oldest first, for `node_id`; each with its token's name.
+    async def claim(self, node_id: str, limit: int,
+                    started_at: str) -> list[tuple[Job, str, int | None]]:
+        """Take up to `limit` queued jobs, oldest first, for `node_id`; each with its
+        token's name and concurrency limit.
 
         SKIP LOCKED: jobs another node is claiming right now are passed over,
         never taken twice.
@@ -486,9 +490,10 @@ class PgStore:
             "       LIMIT $3 FOR UPDATE SKIP LOCKED) c, tokens t"
             " WHERE j.id = c.id AND t.id = j.token_id"
             " RETURNING j.id, j.token_id, j.status, j.request, j.created_at, j.started_at,"
-            " j.finished_at, j.result, j.error, t.name, j.seq", node_id, started_at, limit)
-        rows = sorted(rows, key=lambda r: r[10])
-        return [(_job(row), row[9]) for row in rows]
+            " j.finished_at, j.result, j.error, t.name, t.max_concurrency, j.seq",
+            node_id, started_at, limit)
+        rows = sorted(rows, key=lambda r: r[11])
+        return [(_job(row), row[9], row[10]) for row in rows]
 
     async def unclaim(self, node_id: str, job_ids: list[str]) -> None:
         """Put back jobs this node claimed but never started (it is shutting down)."""
@@ -528,13 +533,14 @@ class PgStore:
             " SELECT pg_notify('pesto_done', id) FROM u",
             job_id, status.value, finished_at, result, error)
 
-    async def cancel_queued(self, job_id: str, token_id: int, finished_at: str) -> bool:
-        """Cancel the token's job if it is still queued (no node has it); True if it was."""
+    async def cancel_queued(self, job_id: str, token_id: int, finished_at: str) -> str | None:
+        """Cancel the token's job if it is still queued (no node has it); its request
+        text if it was, else None."""
         row = await self._pool.fetchrow(
             "WITH u AS (UPDATE jobs SET status = 'cancelled', finished_at = $3"
-            "   WHERE id = $1 AND token_id = $2 AND status = 'queued' RETURNING id)"
-            " SELECT pg_notify('pesto_done', id) FROM u", job_id, token_id, finished_at)
-        return row is not None
+            "   WHERE id = $1 AND token_id = $2 AND status = 'queued' RETURNING id, request)"
+            " SELECT request, pg_notify('pesto_done', id) FROM u", job_id, token_id, finished_at)
+        return None if row is None else row[0]
 
     async def get_job(self, job_id: str, token_id: int) -> Job | None:
         """The job if it exists and belongs to this token, else None."""
@@ -551,6 +557,14 @@ class PgStore:
 
     async def queued_count(self) -> int:
         return await self._pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'queued'")
+
+    async def running_jobs(self) -> list[tuple[str, int, str]]:
+        """(id, token id, request) of the running jobs whose node is gone (no row):
+        what `fail_running` fails. Jobs of live nodes are theirs."""
+        rows = await self._pool.fetch(
+            "SELECT id, token_id, request FROM jobs WHERE status = 'running' AND (node_id IS NULL"
+            " OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = jobs.node_id))")
+        return [(row[0], row[1], row[2]) for row in rows]
 
     async def fail_running(self, finished_at: str, error: str) -> int:
         """Fail jobs left running by nodes that are gone (no row); how many.
@@ -628,7 +642,7 @@ class PgStore:
             "       ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) c"
             " WHERE d.id = c.id RETURNING d.id, d.job_id, d.token_id, d.url, d.payload, d.status,"
             " d.attempts, d.created_at, c.next_attempt_at, d.last_error", now, limit)
-        return sorted((records.Delivery(*row) for row in rows), key=lambda d: d.id)
+        return sorted((Delivery(*row) for row in rows), key=lambda d: d.id)
 
     async def next_delivery_at(self) -> float | None:
         return await self._pool.fetchval(
@@ -651,7 +665,7 @@ class PgStore:
         """Every delivery of a job, oldest first (for operators and tests)."""
         rows = await self._pool.fetch(
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE job_id = $1 ORDER BY id", job_id)
-        return [records.Delivery(*row) for row in rows]
+        return [Delivery(*row) for row in rows]
 
     async def purge_deliveries(self, before: float) -> int:
         """Delete deliveries that ended before `before` (Unix time)."""

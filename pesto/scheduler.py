@@ -108,7 +108,7 @@ class _Lender:
         self.scheduler._give_back(self.entry)
 
     def wanted_back(self) -> bool:
-        return bool(self.scheduler._queue)
+        return self.scheduler._jobs_waiting()
 
 
 @attrs.define(eq=False)
@@ -510,11 +510,15 @@ class Scheduler:
 
     # --- slots lent to a running job (its test cases run side by side) --------
 
+    def _jobs_waiting(self) -> bool:
+        """Whether a job waits for a slot (pesto.cluster: in the shared queue)."""
+        return bool(self._queue)
+
     def _borrow(self, entry: _Entry) -> bool:
         """One more slot for a running job: only while one is idle, no job is
         queued for it, and the token stays within its concurrency limit."""
         limit = entry.max_concurrency
-        if self._closing or self._running >= self.workers or self._queue or \
+        if self._closing or self._running >= self.workers or self._jobs_waiting() or \
                 (limit is not None and self._per_token[entry.token_id] >= limit):
             return False
         self._running += 1

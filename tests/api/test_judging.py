@@ -16,8 +16,8 @@ import pytest
 
 from pesto.api.schema import BatchCreated, JudgeResponse
 from pesto.sandbox.artifacts import artifact_root
-from pesto.store import Store
-from tests.api.conftest import Api, add_token, assert_error, running_app, wait_uids_free
+from tests.api.conftest import (Api, add_token, assert_error, open_test_store, running_app,
+                                wait_uids_free)
 from tests.conftest import UID_BASE
 
 # Uids of these tests' own, after the engine tests' block (tests/conftest.py).
@@ -188,7 +188,7 @@ def test_cases_use_idle_slots_in_parallel_within_the_token_limit(data_dir: Path)
 
 def _job_count(data_dir: Path) -> int:
     async def count() -> int:
-        store = await Store.open(data_dir)
+        store = await open_test_store(data_dir)
         try:
             return sum(t.jobs_total for t in await store.list_tokens("2000-01"))
         finally:

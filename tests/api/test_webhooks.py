@@ -15,8 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from pesto.store import Store
-from tests.api.conftest import add_token, free_port, pesto_cli, running_app
+from tests.api.conftest import add_token, free_port, open_test_store, pesto_cli, running_app
 from tests.conftest import UID_BASE
 
 HOOK_UIDS = (UID_BASE + 460, 40)
@@ -76,7 +75,7 @@ def verify(secret: str, header: str, body: bytes, tolerance: float = 300) -> boo
 
 def _secret(data_dir: Path, name: str = "tester") -> str:
     async def read() -> str:
-        store = await Store.open(data_dir)
+        store = await open_test_store(data_dir)
         try:
             token = next(t for t in await store.list_tokens("2000-01") if t.name == name)
             return await store.callback_secret(token.id)
@@ -87,7 +86,7 @@ def _secret(data_dir: Path, name: str = "tester") -> str:
 
 def _deliveries(data_dir: Path, job_id: str) -> list[Any]:
     async def read() -> list[Any]:
-        store = await Store.open(data_dir)
+        store = await open_test_store(data_dir)
         try:
             return await store.deliveries_of(job_id)
         finally:
@@ -221,7 +220,7 @@ def test_job_interrupted_by_a_crash_still_calls_back(data_dir: Path, receiver: R
     secret = add_token(data_dir)
 
     async def leave_row() -> None:
-        store = await Store.open(data_dir)
+        store = await open_test_store(data_dir)
         try:
             token = (await store.list_tokens("2000-01"))[0]
             await store.insert_job(Job(
