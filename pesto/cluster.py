@@ -193,6 +193,9 @@ class ClusterScheduler(Scheduler):
             self._per_token[token.id] += 1
         else:
             self._remote[job_id] = entry
+            # Counted before the insert: a heartbeat reading the count after the commit
+            # then finds the same number, not one more.
+            self._queued += 1
         now = utcnow()
         job = Job(id=job_id, token_id=token.id,
                   status=JobStatus.RUNNING if start_now else JobStatus.QUEUED,
@@ -214,8 +217,6 @@ class ClusterScheduler(Scheduler):
             raise exc
         if start_now:
             self._start(entry)
-        else:
-            self._queued += 1          # kept roughly right between heartbeats (healthz)
         return entry
 
     def _undo(self, entry: _Entry, started: bool) -> None:
@@ -225,6 +226,7 @@ class ClusterScheduler(Scheduler):
             self._dispatch()
         else:
             self._remote.pop(entry.job_id, None)
+            self._queued = max(0, self._queued - 1)
 
     def _refusal(self, verdict: str, token: Token) -> PestoError:
         if verdict == "concurrency":
@@ -352,9 +354,18 @@ class ClusterScheduler(Scheduler):
         if job_id in self._entries:
             await super().cancel(job_id, token_id)
             return
+        entry = self._remote.get(job_id)    # before the await: its pesto_done may come first
         body = await self._store.cancel_queued(job_id, token_id, utcnow())
         if body is not None:
             self._queued = max(0, self._queued - 1)
+            # No node ran it, so none logs or counts it: the node that cancelled it does.
+            if entry is not None:
+                self._remote.pop(job_id, None)
+                self._settle(entry, Outcome(JobStatus.CANCELLED, error=JobCancelled(
+                    "the job was cancelled before it started")))
+                self._log(entry, JobStatus.CANCELLED, None, None)
+            else:
+                log.info("job %s status=cancelled (queued; submitted to another node)", job_id)
             await self._callbacks([(job_id, token_id, body)])
             return
         job = await self._store.get_job(job_id, token_id)
