@@ -35,10 +35,10 @@ from litestar.params import FromPath
 
 from pesto.api import claim
 from pesto.api.auth import hash_token, new_token
+from pesto.api.routes import read_json
 from pesto.api.schema import errors, ok
 from pesto.errors import (ClaimGone, DuplicateRequest, InvalidRequest, NotFound, PestoError,
-                          RateLimited, RequestTooLarge, TokenRequestsOff, TooManyPending,
-                          UnsupportedMediaType)
+                          RateLimited, TokenRequestsOff, TooManyPending)
 from pesto.store import RequestRefused, RequestStatus
 
 log = logging.getLogger("pesto.api")
@@ -178,17 +178,7 @@ def address_key(host: str) -> str:
 
 async def _small_json(request: Request[Any, Any, Any], limit: int = 16 * 1024) -> dict[str, Any]:
     """A JSON object body of at most `limit` bytes, or a 4xx."""
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media != "application/json":
-        raise UnsupportedMediaType(
-            f"the body must be JSON sent as Content-Type: application/json (got {media or 'none'!r})")
-    body = await request.body()
-    if len(body) > limit:
-        raise RequestTooLarge(f"the body is larger than {limit} bytes")
-    try:
-        payload = msgspec.json.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError, ValueError, RecursionError):
-        raise InvalidRequest("malformed JSON") from None
+    payload = await read_json(request, limit)
     if not isinstance(payload, dict):
         raise InvalidRequest("the body must be a JSON object")
     return payload

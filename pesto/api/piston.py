@@ -31,8 +31,8 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Requ
 
 from pesto.api.auth import authenticate
 from pesto.api.errors import to_pesto_error
-from pesto.api.routes import Services, submit_job
-from pesto.errors import (PestoError, RequestTooLarge, RuntimeNotFound,
+from pesto.api.routes import Services, decode_body, is_json, media_type, submit_job
+from pesto.errors import (PestoError, RuntimeNotFound,
                           TokenInvalid, TokenMissing, UnsupportedMediaType)
 from pesto.models import ExecuteRequest, SourceFile, converter
 from pesto.runtimes import Registry, Runtime
@@ -99,22 +99,12 @@ async def _caller(request: Request[Any, Any, Any], services: Services) -> Token:
 # --- the request -----------------------------------------------------------------
 
 async def _read_body(request: Request[Any, Any, Any], services: Services) -> Any:
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    media = media_type(request)
     # Piston wants application/json; its own npm client (piston-client) sends
     # JSON as text/plain, and others send no type at all: both are read as JSON.
-    if media not in ("", "text/plain", "application/json") and not (
-            media.startswith("application/") and media.endswith("+json")):
+    if media not in ("", "text/plain") and not is_json(media):
         raise UnsupportedMediaType("requests must be of type application/json")
-    limit = services.settings.max_body_bytes
-    body = await request.body()
-    if len(body) > limit:
-        raise RequestTooLarge(f"the body is larger than {limit} bytes")
-    try:
-        return _decode(body)
-    except RecursionError:
-        raise PistonError("malformed JSON: nested too deeply") from None
-    except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
-        raise PistonError(f"malformed JSON: {exc}") from None
+    return await decode_body(request, services.settings.max_body_bytes)
 
 
 def find_runtime(registry: Registry, language: str, selector: str) -> Runtime | None:

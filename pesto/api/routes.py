@@ -63,13 +63,28 @@ def _seconds_to_next_month(now: dt.datetime) -> int:
     return max(1, math.ceil((first - now).total_seconds()))
 
 
-async def _read_json(request: Request[Any, Any, Any], limit: int) -> Any:
+def media_type(request: Request[Any, Any, Any]) -> str:
+    """The request's Content-Type without parameters, in lower case ("" if none)."""
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def is_json(media: str) -> bool:
+    return media == JSON or (media.startswith("application/") and media.endswith("+json"))
+
+
+async def read_json(request: Request[Any, Any, Any], limit: int) -> Any:
     """The decoded JSON body. Raises UnsupportedMediaType (415), RequestTooLarge
     (413) or InvalidRequest (400)."""
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media != JSON and not (media.startswith("application/") and media.endswith("+json")):
+    media = media_type(request)
+    if not is_json(media):
         raise UnsupportedMediaType(
             f"the body must be JSON sent as Content-Type: {JSON} (got {media or 'none'!r})")
+    return await decode_body(request, limit)
+
+
+async def decode_body(request: Request[Any, Any, Any], limit: int) -> Any:
+    """The body decoded as JSON, whatever its media type (the caller checked that).
+    Raises RequestTooLarge (413) or InvalidRequest (400)."""
     body = await request.body()
     if len(body) > limit:
         raise RequestTooLarge(f"the body is larger than {limit} bytes")
@@ -100,7 +115,7 @@ async def _read_job_request(request: Request[Any, Any, Any],
     Raises UnsupportedMediaType (415), RequestTooLarge (413), InvalidRequest /
     RuntimeNotFound (400). Returns the request and its body as text for the store.
     """
-    payload = await _read_json(request, services.settings.max_body_bytes)
+    payload = await read_json(request, services.settings.max_body_bytes)
     execute_request = await _check_submission(payload, services)
     return execute_request, (await request.body()).decode("utf-8")
 
@@ -209,7 +224,7 @@ async def create_batch(request: Request[Any, Any, Any]) -> Response[bytes]:
     token = await caller(request)
     services = _services(request)
     settings = services.settings
-    payload = await _read_json(request, settings.max_batch_body_bytes)
+    payload = await read_json(request, settings.max_batch_body_bytes)
     if not isinstance(payload, dict) or set(payload) != {"submissions"} or \
             not isinstance(payload["submissions"], list):
         raise InvalidRequest("Missing parameters: the body must be {\"submissions\": [...]}",
