@@ -15,6 +15,7 @@ from pathlib import Path
 from pesto.config import load_settings
 from pesto.errors import PestoError
 from pesto.models import ExecuteRequest, converter
+from pesto.sandbox.status import Status
 
 
 def _settings(args: argparse.Namespace, **extra):
@@ -45,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(converter.unstructure(result), indent=2))
     else:
         for name, stage in (("compile", result.compile), ("run", result.runtime)):
-            if stage.status == "skipped":
+            if stage.status == Status.SKIPPED:
                 continue
             sys.stdout.write(stage.stdout)
             sys.stderr.write(stage.stderr)
@@ -53,8 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"{stage.wall_time} ms wall, {stage.cpu_time} ms cpu, "
                   f"{stage.memory // 1024} KiB{', truncated' if stage.truncated else ''}]",
                   file=sys.stderr)
-    final = result.runtime if result.runtime.status != "skipped" else result.compile
-    return 0 if final.status == "ok" else 1
+    final = result.runtime if result.runtime.status != Status.SKIPPED else result.compile
+    return 0 if final.status == Status.OK else 1
 
 
 def cmd_languages(args: argparse.Namespace) -> int:

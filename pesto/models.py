@@ -19,16 +19,7 @@ from cattrs.errors import IterableValidationError, IterableValidationNote
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from pesto.errors import InvalidRequest
-
-
-class Status(str, enum.Enum):
-    OK = "ok"
-    ERROR = "error"
-    SIGNAL = "signal"
-    TIMEOUT = "timeout"
-    MEMORY = "memory"
-    OUTPUT = "output"
-    SKIPPED = "skipped"
+from pesto.sandbox.status import Status
 
 
 ENCODINGS = ("utf8", "base64", "hex")

@@ -15,6 +15,8 @@ import msgspec
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
+from pesto.sandbox.status import Status
+
 
 class StageDoc(msgspec.Struct, rename="camel"):
     stdout: str
@@ -22,7 +24,7 @@ class StageDoc(msgspec.Struct, rename="camel"):
     output: str
     exit_code: int
     signal: str | None
-    status: Literal["ok", "error", "signal", "timeout", "memory", "output", "skipped"]
+    status: Status
     wall_time: int
     cpu_time: int
     memory: int
