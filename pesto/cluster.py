@@ -104,6 +104,10 @@ class ClusterScheduler(Scheduler):
         self.node_name = node_name or f"{socket.gethostname()}:{os.getpid()}"
         self.lease = lease
         self._remote: dict[str, _Entry] = {}      # waited on here, queued or run elsewhere
+        # Queued jobs whose insert has not returned: in `_remote` already (a fast finish
+        # elsewhere may be NOTIFYed first) but not yet in the database, where the
+        # heartbeat's "finished or gone" read would take them for gone.
+        self._inserting: set[str] = set()
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}   # cancels awaiting a finish
         self._early_cancels: dict[str, float] = {}
         self._wake = asyncio.Event()
@@ -193,6 +197,7 @@ class ClusterScheduler(Scheduler):
             self._per_token[token.id] += 1
         else:
             self._remote[job_id] = entry
+            self._inserting.add(job_id)
             # Counted before the insert: a heartbeat reading the count after the commit
             # then finds the same number, not one more.
             self._queued += 1
@@ -205,6 +210,7 @@ class ClusterScheduler(Scheduler):
             verdict = await self._store.submit_job(
                 job, self.node_id, None if start_now else self.queue_size)
         finally:
+            self._inserting.discard(job_id)
             if verdict != "ok":
                 self._undo(entry, start_now)
         if verdict != "ok":
@@ -412,8 +418,10 @@ class ClusterScheduler(Scheduler):
                                 len(reaped), self.lease, ", ".join(r[0] for r in reaped))
                     await self._callbacks(reaped)
                 self._queued = await self._store.queued_count()
-                if self._remote:        # waiters whose finish notification was missed
-                    for job_id in await self._store.finished_among(list(self._remote)):
+                # Waiters whose finish notification was missed (not those still inserting).
+                waited = [job_id for job_id in self._remote if job_id not in self._inserting]
+                if waited:
+                    for job_id in await self._store.finished_among(waited):
                         self._on_done(job_id)
             except Exception:
                 log.exception("heartbeat failed; will retry")
