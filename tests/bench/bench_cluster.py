@@ -19,7 +19,10 @@ Starts, side by side in one run on one machine, real `pesto serve` processes:
    `--rounds` alternating rounds; two workloads: `print(1)` (CPU-bound: the
    runs, the servers and this load generator share the machine's cores) and
    a program sleeping `--sleep-ms` (slot-bound: what the shared queue itself
-   adds or loses). Ratio 2 nodes / 1 node (goal >= 1.8).
+   adds or loses). Ratio 2 nodes / 1 node (goal >= 1.8). For `print(1)` the
+   same rounds also run it bare, 1 at a time against 2 at a time: what this
+   machine's cores give two CPU-bound runs side by side, with nothing else
+   (no servers, no database) taking a share: the ceiling of the ratio.
 
 Several instances on one host share its CPUs, so every node runs with
 pin_cpus off (each would otherwise deal out the same CPUs to its slot).
@@ -44,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
-from bench_api import Client, parallel  # noqa: E402
+from bench_api import Client, bare_once, parallel  # noqa: E402
 
 from tests.postgres import Postgres  # noqa: E402
 
@@ -170,16 +173,24 @@ def main() -> None:
 
         # 2. Throughput, alternating 1 node and 2 nodes.
         for label, sleep_ms in (("print(1)", None), (f"sleep {args.sleep_ms} ms", args.sleep_ms)):
-            one, two = [], []
+            one, two, bare1, bare2 = [], [], [], []
             jobs = args.jobs if sleep_ms is None else max(8, args.jobs // 3)
             for _ in range(args.rounds):
                 one.append(throughput([p], args.clients, jobs, sleep_ms))
                 two.append(throughput([q1, q2], args.clients, jobs, sleep_ms))
+                if sleep_ms is None:
+                    bare1.append(parallel(1, jobs, lambda _: bare_once()))
+                    bare2.append(parallel(2, jobs, lambda _: bare_once()))
             m1, m2 = statistics.median(one), statistics.median(two)
             print(f"throughput {label}: 1 node x 1 slot {m1:.1f}/s "
                   f"({', '.join(f'{x:.1f}' for x in one)}), 2 nodes x 1 slot {m2:.1f}/s "
                   f"({', '.join(f'{x:.1f}' for x in two)}): x{m2 / m1:.2f} (goal >= 1.8)",
                   flush=True)
+            if bare1:
+                b1, b2 = statistics.median(bare1), statistics.median(bare2)
+                print(f"  bare {label}, same rounds: 1 at a time {b1:.1f}/s, 2 at a time "
+                      f"{b2:.1f}/s: x{b2 / b1:.2f} (the machine's own ceiling for this ratio)",
+                      flush=True)
     finally:
         for node in nodes:
             node.stop()
