@@ -169,6 +169,31 @@ def test_jobs_submitted_to_one_node_are_run_by_the_others_and_any_node_answers(c
     assert time.monotonic() - started < 3
 
 
+def test_a_batch_of_judged_jobs_sent_to_one_node_is_run_and_read_across_nodes(cluster_of) -> None:
+    cluster = cluster_of(2)
+    a, b = cluster.nodes
+    ids = cluster.node_ids()
+    # Four judged jobs (the program sleeps so that one slot cannot take them all at once).
+    code = "import sys, time; time.sleep(0.4); print(int(sys.stdin.read()) * 2)"
+    cases = [{"stdin": "1", "expectedOutput": "2"}, {"stdin": "5", "expectedOutput": "11"}]
+    batch = cluster.post(a, "/api/jobs/batch", {"submissions": [
+        {**PY, "code": code, "testCases": cases} for _ in range(4)]})
+    assert batch.status_code == 202, batch.text
+    jobs = [job["id"] for job in batch.json()["jobs"]]
+    cluster.wait_finished(b, jobs, timeout=60)
+    listed = httpx.get(f"{b.url}/api/jobs", params={"ids": ",".join(jobs)},
+                       headers=cluster.headers, timeout=10).json()["jobs"]
+    assert [job["id"] for job in listed] == jobs                 # in the order asked, via B
+    for job in listed:
+        assert job["status"] == "completed", job
+        assert [case["verdict"] for case in job["result"]["testCases"]] == \
+            ["accepted", "wrong_answer"]
+        assert job["result"]["summary"]["passed"] == 1
+    ran_on = {r["node_id"] for r in _sql(cluster.url, "SELECT node_id FROM jobs WHERE id = ANY($1)",
+                                         jobs)}
+    assert ran_on == set(ids.values()), ran_on
+
+
 def test_kill_9_of_a_node_under_load_loses_no_job_and_runs_none_twice(cluster_of) -> None:
     cluster = cluster_of(3, workers=1)
     victim = cluster.nodes[2]
