@@ -12,10 +12,12 @@ import sys
 import uuid
 from pathlib import Path
 
+import msgspec
+
 from pesto.config import load_settings
 from pesto.errors import PestoError
-from pesto.models import ExecuteRequest, converter
 from pesto.sandbox.status import Status
+from pesto.validation import validate_request
 
 
 def _settings(args: argparse.Namespace, **extra):
@@ -29,21 +31,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     code = Path(args.file).read_text() if args.file != "-" else sys.stdin.read()
-    request = ExecuteRequest(language=args.language, version=args.version, code=code,
-                             stdin=args.stdin or "", args=args.arg or [],
-                             run_timeout=args.run_timeout, compile_timeout=args.compile_timeout,
-                             memory_limit=args.memory_limit)
+    # The body a client would send, validated as the API validates it.
+    body = {"language": args.language, "version": args.version, "code": code,
+            "stdin": args.stdin or "", "args": args.arg or [], "runTimeout": args.run_timeout,
+            "compileTimeout": args.compile_timeout, "memoryLimit": args.memory_limit}
 
     async def go():
         engine = await Engine.start(settings)
         try:
+            request = validate_request(body, settings, engine.registry)
             return await engine.execute(request, uuid.uuid4().hex)
         finally:
             await engine.close()
 
     result = asyncio.run(go())
     if args.json:
-        print(json.dumps(converter.unstructure(result), indent=2))
+        print(json.dumps(msgspec.to_builtins(result), indent=2))
     else:
         for name, stage in (("compile", result.compile), ("run", result.runtime)):
             if stage.status == Status.SKIPPED:

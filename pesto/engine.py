@@ -1,8 +1,7 @@
 """One job: work dir → compile stage → run stage → result.
 
-The engine validates a request against the server's limits and the
-language registry, then drives one sandbox session for it. It knows
-nothing about HTTP or SQL.
+The engine runs a request that `pesto.validation` has checked, driving one
+sandbox session for it. It knows nothing about HTTP or SQL.
 """
 
 from __future__ import annotations
@@ -12,12 +11,13 @@ import math
 import os
 from typing import Any
 
+import msgspec
+
 from pesto import judging
 from pesto.config import Settings
-from pesto.errors import ConfigError, InvalidRequest
-from pesto.models import (ENCODINGS, NO_COMPILE, SKIPPED, ExecuteRequest, ExecuteResult,
-                          JudgeResult, StageResult, Status, check_file_name, converter,
-                          file_content)
+from pesto.errors import ConfigError
+from pesto.models import (NO_COMPILE, SKIPPED, ExecuteRequest, ExecuteResult, JudgeResult,
+                          StageResult, Status, file_content)
 from pesto.runtimes import Registry, Runtime, load_registry
 from pesto.sandbox import artifacts, reach
 from pesto.sandbox.client import Sandbox
@@ -72,60 +72,6 @@ class Engine:
     async def close(self) -> None:
         await self.sandbox.close()
 
-    # -- validation ---------------------------------------------------------
-
-    def validate(self, request: ExecuteRequest) -> Runtime:
-        """Check limits, files and the language. Raises InvalidRequest / RuntimeNotFound."""
-        s = self.settings
-        problems: list[str] = []
-
-        def in_range(field: str, value: int | None, lo: int, hi: int) -> None:
-            if value is not None and not lo <= value <= hi:
-                problems.append(f"$.{field}: must be between {lo} and {hi}")
-
-        in_range("compileTimeout", request.compile_timeout, 1, s.timeout_max)
-        in_range("runTimeout", request.run_timeout, 1, s.timeout_max)
-        in_range("memoryLimit", request.memory_limit, s.memory_min, s.memory_max)
-        in_range("compileMemoryLimit", request.compile_memory_limit, s.memory_min, s.memory_max)
-        if (request.code is None) == (request.files is None):
-            problems.append("$: give exactly one of 'code' and 'files'")
-        if request.files is not None:
-            if not request.files:
-                problems.append("$.files: must not be empty")
-            if len(request.files) > s.max_files:
-                problems.append(f"$.files: at most {s.max_files} files")
-            seen: set[str] = set()
-            for i, f in enumerate(request.files):
-                why = check_file_name(f.name)
-                if why:
-                    problems.append(f"$.files[{i}].name: {why}")
-                elif f.name in seen:
-                    problems.append(f"$.files[{i}].name: duplicate name")
-                seen.add(f.name)
-                if f.encoding not in ENCODINGS:
-                    problems.append(f"$.files[{i}].encoding: must be one of {', '.join(ENCODINGS)}")
-                elif f.encoding != "utf8":
-                    try:
-                        file_content(f)
-                    except ValueError as exc:
-                        problems.append(f"$.files[{i}].code: not valid {f.encoding}: {exc}")
-            if sum(f.entrypoint for f in request.files) > 1:
-                problems.append("$.files: at most one entrypoint")
-            # A file and a directory of the same name cannot both exist.
-            dirs = {n.rsplit("/", 1)[0] for n in seen if "/" in n}
-            for d in dirs:
-                parts = d.split("/")
-                if any("/".join(parts[:k + 1]) in seen for k in range(len(parts))):
-                    problems.append(f"$.files: {d!r} is both a file and a directory")
-        if any("\x00" in a for a in request.args):
-            problems.append("$.args: arguments must not contain NUL")
-        problems += judging.problems(request, s)
-        if problems:
-            raise InvalidRequest("invalid request: " + "; ".join(problems), details=problems)
-        if request.checker is not None:
-            self.registry.resolve(request.checker.language, request.checker.version)
-        return self.registry.resolve(request.language, request.version)
-
     # -- execution ----------------------------------------------------------
 
     async def execute(self, request: ExecuteRequest, job_id: str,
@@ -134,13 +80,12 @@ class Engine:
         test cases, compile once and run every case (pesto.judging), using
         extra slots when `lender` grants them.
 
+        `request` was validated when it was submitted (pesto.validation).
         Cancelling the awaiting task kills the run; the uid is cleaned either way.
-        Raises SandboxError when the sandbox itself failed.
+        Raises RuntimeNotFound when its language is gone since (a job queued
+        before a restart), SandboxError when the sandbox itself failed.
         """
-        # Validated again (cheap): a job recovered from the store after a
-        # restart was never validated by this process, and its language may
-        # be gone since.
-        runtime = self.validate(request)
+        runtime = self.registry.resolve(request.language, request.version)
         if request.test_cases is not None:
             return await judging.judge(self, runtime, request, job_id, lender)
         files, entry = self.sources(request.code, request.files, runtime)
@@ -231,4 +176,4 @@ class Engine:
             spec["snapshot"] = snapshot
 
         raw = await session.stage(spec)
-        return converter.structure(raw, StageResult)
+        return msgspec.convert(raw, StageResult)

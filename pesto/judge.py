@@ -6,26 +6,13 @@ No I/O here: `pesto.judging` runs the cases and calls these functions.
 
 from __future__ import annotations
 
-import enum
 import math
-
-import attrs
 import re
 from collections.abc import Sequence
 
-from pesto.models import CaseResult, Compare, StageResult, Status, Summary
+import msgspec
 
-
-class Verdict(str, enum.Enum):
-    ACCEPTED = "accepted"
-    WRONG_ANSWER = "wrong_answer"
-    TIME_LIMIT = "time_limit"
-    MEMORY_LIMIT = "memory_limit"
-    OUTPUT_LIMIT = "output_limit"
-    RUNTIME_ERROR = "runtime_error"
-    COMPILE_ERROR = "compile_error"
-    SKIPPED = "skipped"
-    INTERNAL_ERROR = "internal_error"
+from pesto.models import CaseResult, Compare, StageResult, Status, Summary, Verdict
 
 
 # A stage that did not end on its own terms has its verdict whatever it printed.
@@ -95,17 +82,17 @@ def summarize(cases: Sequence[CaseResult]) -> Summary:
     decides the verdict (skipped cases are not failures); `accepted` when at
     least one case was judged and every judged case passed; null when no case
     had a verdict to give (no expected output and every run ok)."""
-    verdict: str | None = None
+    verdict: Verdict | None = None
     for case in cases:
-        if case.verdict in (None, Verdict.SKIPPED.value):
+        if case.verdict in (None, Verdict.SKIPPED):
             continue
-        if case.verdict != Verdict.ACCEPTED.value:
+        if case.verdict != Verdict.ACCEPTED:
             verdict = case.verdict
             break
-        verdict = Verdict.ACCEPTED.value
+        verdict = Verdict.ACCEPTED
     return Summary(
         verdict=verdict,
-        passed=sum(case.verdict == Verdict.ACCEPTED.value for case in cases),
+        passed=sum(case.verdict == Verdict.ACCEPTED for case in cases),
         total=len(cases),
         max_wall_time=max((case.wall_time for case in cases), default=0),
         max_memory=max((case.memory for case in cases), default=0))
@@ -113,5 +100,4 @@ def summarize(cases: Sequence[CaseResult]) -> Summary:
 
 def case_result(stage: StageResult, verdict: Verdict | None) -> CaseResult:
     """A case's answer: its verdict and every field of its run stage."""
-    return CaseResult(**attrs.asdict(stage, recurse=False),
-                      verdict=verdict.value if verdict is not None else None)
+    return CaseResult(**msgspec.structs.asdict(stage), verdict=verdict)

@@ -23,8 +23,8 @@ import uuid
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
+import msgspec
 
-from pesto.config import Settings
 from pesto.errors import PestoError
 from pesto.judge import Verdict, case_result, outputs_match, status_verdict, summarize
 from pesto.models import (NO_COMPILE, SKIPPED, CaseResult, ExecuteRequest, JudgeResult,
@@ -52,38 +52,6 @@ class Lender(Protocol):
         """Whether another job waits for a slot: borrowed ones go back after their case."""
 
 
-def problems(request: ExecuteRequest, s: Settings) -> list[str]:
-    """What is wrong with a request's judging fields, as `$.path: why` lines."""
-    out: list[str] = []
-    cases = request.test_cases
-    if cases is None:
-        if request.checker is not None:
-            out.append("$.checker: only with testCases")
-        return out
-    if not cases:
-        out.append("$.testCases: must not be empty")
-    if len(cases) > s.max_test_cases:
-        out.append(f"$.testCases: at most {s.max_test_cases} test cases (got {len(cases)})")
-    for name, value in (("absoluteEpsilon", request.absolute_epsilon),
-                        ("relativeEpsilon", request.relative_epsilon)):
-        if not 0 <= value < 1e300:    # also false for NaN
-            out.append(f"$.{name}: must be a finite number of at least 0")
-    for i, case in enumerate(cases[:s.max_test_cases]):
-        where = f"$.testCases[{i}]"
-        if case.run_timeout is not None and not 1 <= case.run_timeout <= s.timeout_max:
-            out.append(f"{where}.runTimeout: must be between 1 and {s.timeout_max}")
-        if case.memory_limit is not None and not s.memory_min <= case.memory_limit <= s.memory_max:
-            out.append(f"{where}.memoryLimit: must be between {s.memory_min} and {s.memory_max}")
-        if case.args is not None and any("\x00" in a for a in case.args):
-            out.append(f"{where}.args: arguments must not contain NUL")
-        # An answer longer than the output cap could never be matched.
-        if case.expected_output is not None and \
-                len(case.expected_output.encode()) > s.output_limit:
-            out.append(f"{where}.expectedOutput: longer than the output limit "
-                       f"({s.output_limit} bytes)")
-    return out
-
-
 @attrs.define
 class _Prepared:
     """A program ready to run in fresh work dirs: an artifact, or its sources."""
@@ -108,7 +76,7 @@ async def _prepare(engine: "Engine", runtime: "Runtime", request: ExecuteRequest
                                       more=False, snapshot=name)
     if result.status == Status.OK and session.snapshot_error:
         # What the compiler left cannot be carried over: the program's fault.
-        result = attrs.evolve(result, status=Status.ERROR, exit_code=1, stderr=(
+        result = msgspec.structs.replace(result, status=Status.ERROR, exit_code=1, stderr=(
             result.stderr + f"pesto: the compile output cannot be used: {session.snapshot_error}\n"))
     return _Prepared(runtime, entry, [] if result.status == Status.OK else files, name), result
 
@@ -227,7 +195,7 @@ async def _run_cases(engine: "Engine", request: ExecuteRequest, program: _Prepar
                 result = await _judge_case(engine, request, program, checker, cases[index])
                 results[index] = result
                 if request.stop_on_first_failure and result.verdict not in (
-                        None, Verdict.ACCEPTED.value):
+                        None, Verdict.ACCEPTED):
                     stopped = True
         finally:
             workers -= 1

@@ -1,8 +1,15 @@
-"""Records of the wire and the engine, and the one cattrs converter.
+"""The wire model: every request and response shape of the native API, declared once.
 
-Requests are structured strictly (unknown keys forbidden, wrong types
-rejected) and errors come back as readable paths like `$.files[0].name`.
-On the wire every field is camelCase; in Python it is snake_case.
+Each shape is a msgspec Struct: snake_case in Python, camelCase on the wire
+(`rename="camel"`), unknown fields refused, frozen. The same classes are
+decoded strictly by msgspec (`parse_request`: no "5" for 5, no "ab" for a
+list), encoded for the answers (`msgspec.json.encode(result)`), and handed
+to Litestar, which generates the OpenAPI document from them
+(`pesto.api.schema`).
+
+Limits an operator configures (timeouts, memory, file and case counts) are
+not part of the types: `pesto.validation` checks them against the live
+settings, so the document never states a maximum the server does not have.
 """
 
 from __future__ import annotations
@@ -11,18 +18,28 @@ import base64
 import enum
 import posixpath
 import re
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import attrs
-import cattrs
-from cattrs.errors import IterableValidationError, IterableValidationNote
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+import msgspec
 
 from pesto.errors import InvalidRequest
 from pesto.sandbox.status import Status
 
 
 ENCODINGS = ("utf8", "base64", "hex")
+
+
+class Wire(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
+    """Base of every wire shape; msgspec passes these options on to subclasses."""
+
+
+class Answer(Wire):
+    """Base of the answers. msgspec writes every field of one (no omit_defaults),
+    so the document marks them all required; the defaults are for Python."""
+
+
+def _doc(description: str) -> msgspec.Meta:
+    return msgspec.Meta(description=description)
 
 
 class Compare(str, enum.Enum):
@@ -33,58 +50,78 @@ class Compare(str, enum.Enum):
     FLOAT = "float"
 
 
-@attrs.frozen
-class TestCase:
+class Verdict(str, enum.Enum):
+    """A test case's verdict (pesto.judge decides it)."""
+    ACCEPTED = "accepted"
+    WRONG_ANSWER = "wrong_answer"
+    TIME_LIMIT = "time_limit"
+    MEMORY_LIMIT = "memory_limit"
+    OUTPUT_LIMIT = "output_limit"
+    RUNTIME_ERROR = "runtime_error"
+    COMPILE_ERROR = "compile_error"
+    SKIPPED = "skipped"
+    INTERNAL_ERROR = "internal_error"
+
+
+# --- requests ----------------------------------------------------------------------
+
+class TestCase(Wire):
     """One test case of a submission; absent fields fall back to the request's."""
     __test__ = False      # not a pytest class, whatever its name
-    stdin: str | None = None
+    stdin: Annotated[str, _doc("standard input (default: the request's)")] | None = None
     args: list[str] | None = None
-    expected_output: str | None = None
-    run_timeout: int | None = None
-    memory_limit: int | None = None
+    expected_output: Annotated[str, _doc("what stdout must be, under `compare`")] | None = None
+    run_timeout: Annotated[int, _doc("ms (default: the request's)")] | None = None
+    memory_limit: Annotated[int, _doc("bytes (default: the request's)")] | None = None
 
 
-@attrs.frozen
-class Checker:
-    """A program that decides a case's verdict from its input, expected and actual output."""
-    language: str
-    code: str
-    version: str = "latest"
+class Checker(Wire):
+    """A program that decides a case's verdict from its input, expected and actual output:
+    run with input.txt expected.txt actual.txt; exit 0 accepted, 1 or 2 wrong answer."""
+    language: Annotated[str, _doc("the checker's language")]
+    code: Annotated[str, _doc("the checker's program")]
+    version: Annotated[str, _doc("its version (default latest)")] = "latest"
 
 
-@attrs.frozen
-class SourceFile:
-    name: str
-    code: str
-    entrypoint: bool = False
-    encoding: str = "utf8"     # how `code` is written: text, or bytes as base64 / hex
+class SourceFile(Wire):
+    name: Annotated[str, _doc("plain relative path: no '..', no absolute path, no NUL")]
+    code: Annotated[str, _doc("file content, written as `encoding` says")]
+    entrypoint: Annotated[bool, _doc("run this file (default: the first)")] = False
+    encoding: Annotated[Literal["utf8", "base64", "hex"],
+                        _doc("how `code` is written (utf8; base64 or hex for bytes)")] = "utf8"
 
 
-@attrs.frozen
-class ExecuteRequest:
-    language: str
-    version: str = "latest"
-    code: str | None = None
+class ExecuteRequest(Wire):
+    """Give exactly one of `code` and `files`. Limits out of range are a 400; this
+    server's limits are in the document's description."""
+    language: Annotated[str, _doc("name or alias, case-insensitive")]
+    version: Annotated[str, _doc("exact version, a prefix, or 'latest' (default)")] = "latest"
+    code: Annotated[str, _doc("the program, written to the language's default file")] | None \
+        = None
     files: list[SourceFile] | None = None
-    stdin: str = ""
-    args: list[str] = attrs.field(factory=list)
-    compile_timeout: int | None = None
-    run_timeout: int | None = None
-    memory_limit: int | None = None
-    compile_memory_limit: int | None = None   # the compile stage's own, else memory_limit's
+    stdin: Annotated[str, _doc("standard input (default empty)")] = ""
+    args: list[str] = []
+    compile_timeout: Annotated[int, _doc("ms (default: the language's)")] | None = None
+    run_timeout: Annotated[int, _doc("ms (default: the language's)")] | None = None
+    memory_limit: Annotated[int, _doc("bytes, each stage (default: the server's)")] | None = None
+    compile_memory_limit: Annotated[int, _doc(
+        "bytes, the compile stage's own; default: memoryLimit or the language's "
+        "compile default")] | None = None
     # Judging (docs/judging.md): compile once, run every case, give verdicts.
-    test_cases: list[TestCase] | None = None
-    compare: Compare = Compare.TRIM
-    absolute_epsilon: float = 1e-6
-    relative_epsilon: float = 1e-6
-    stop_on_first_failure: bool = False
+    test_cases: Annotated[list[TestCase], _doc(
+        "compile once, run each case (docs/judging.md)")] | None = None
+    compare: Annotated[Compare, _doc("how outputs are compared (default trim)")] = Compare.TRIM
+    absolute_epsilon: Annotated[float, _doc("float compare: absolute error allowed")] = 1e-6
+    relative_epsilon: Annotated[float, _doc("float compare: relative error allowed")] = 1e-6
+    stop_on_first_failure: Annotated[bool, _doc("start no case after a failed one")] = False
     checker: Checker | None = None
     # Where the job's final state is POSTed, signed (pesto.webhooks).
-    callback_url: str | None = None
+    callback_url: Annotated[str, _doc("POSTed the job's final state, signed")] | None = None
 
 
-@attrs.frozen
-class StageResult:
+# --- answers -----------------------------------------------------------------------
+
+class StageResult(Answer):
     stdout: str = ""
     stderr: str = ""
     output: str = ""
@@ -103,8 +140,7 @@ SKIPPED = StageResult()
 NO_COMPILE = StageResult(exit_code=0)
 
 
-@attrs.frozen
-class ExecuteResult:
+class ExecuteResult(Answer):
     id: str
     language: str
     version: str
@@ -112,24 +148,21 @@ class ExecuteResult:
     runtime: StageResult
 
 
-@attrs.frozen
 class CaseResult(StageResult):
-    """A test case's answer: every field of its run stage, and its verdict."""
-    verdict: str | None = None
+    """A test case's run stage and its verdict (null: no expected output to judge by)."""
+    verdict: Verdict | None = None
 
 
-@attrs.frozen
-class Summary:
-    verdict: str | None
+class Summary(Answer):
+    verdict: Verdict | None
     passed: int
     total: int
     max_wall_time: int
     max_memory: int
 
 
-@attrs.frozen
-class JudgeResult:
-    """The answer to a request with test cases: `compile` as always, then the cases."""
+class JudgeResult(Answer):
+    """The answer to a request with `testCases` (docs/judging.md)."""
     id: str
     language: str
     version: str
@@ -138,126 +171,60 @@ class JudgeResult:
     summary: Summary
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
+# --- decoding ----------------------------------------------------------------------
+
+def invalid(problems: list[str], lead: str = "invalid request") -> InvalidRequest:
+    """The one shape of a validation failure: `<lead>: <line>; <line>` as the
+    message and the `$.path: why` lines as `details`. Every validator of a
+    body (requests, batches, the token form) raises what this returns."""
+    return InvalidRequest(f"{lead}: " + "; ".join(problems), details=problems)
 
 
-def make_strict_converter() -> cattrs.Converter:
-    """A converter that accepts only the JSON/TOML type asked for: no "5" for 5,
-    no "ab" for ["a", "b"], unknown keys rejected. Shared by requests, language
-    files and the config file."""
-    conv = cattrs.Converter(forbid_extra_keys=True)
+def problem(exc: msgspec.ValidationError) -> str:
+    """msgspec's validation error as one `$.path: why` line.
 
-    # Strings, ints and bools must arrive as such: cattrs would otherwise
-    # happily turn 5 into "5" or "abc" into an error deep in the engine.
-    def strict(kind: type, name: str):
-        def hook(value: Any, _type: Any) -> Any:
-            if type(value) is not kind:  # noqa: E721 - bool is not an int here
-                raise TypeError(f"expected {name}, got {type(value).__name__}")
-            return value
-        return hook
-
-    conv.register_structure_hook(str, strict(str, "a string"))
-    conv.register_structure_hook(int, strict(int, "an integer"))
-    conv.register_structure_hook(bool, strict(bool, "a boolean"))
-    # Status is a str subclass: without its own hook the str hook above
-    # would win and hand back a plain string.
-    conv.register_structure_hook(Status, lambda v, _: Status(strict(str, "a status")(v, None)))
-
-    def compare_hook(value: Any, _type: Any) -> Compare:
-        try:
-            return Compare(strict(str, "a string")(value, None))
-        except ValueError:
-            raise ValueError("must be one of " + ", ".join(c.value for c in Compare)) from None
-    conv.register_structure_hook(Compare, compare_hook)
-
-    def number(value: Any, _type: Any) -> float:
-        if type(value) not in (int, float):  # noqa: E721 - no bool, no "0.1"
-            raise TypeError(f"expected a number, got {type(value).__name__}")
-        return float(value)
-    conv.register_structure_hook(float, number)
-
-    # cattrs turns any iterable into a list ("ab" -> ["a", "b"]): only a JSON
-    # array is a list here. Registered before the classes, which capture it.
-    def strict_list(value: Any, type_: Any) -> Any:
-        if type(value) is not list:  # noqa: E721
-            raise TypeError(f"expected a list, got {type(value).__name__}")
-        elem = type_.__args__[0]
-        handler = conv.get_structure_hook(elem)
-        out, errors = [], []
-        for index, item in enumerate(value):
-            try:
-                out.append(handler(item, elem))
-            except Exception as exc:
-                exc.__notes__ = [*getattr(exc, "__notes__", []), IterableValidationNote(
-                    f"Structuring {type_} @ index {index}", index, elem)]
-                errors.append(exc)
-        if errors:
-            raise IterableValidationError(f"While structuring {type_!r}", errors, type_)
-        return out
-
-    conv.register_structure_hook_func(
-        lambda t: getattr(t, "__origin__", None) is list, strict_list)
-    return conv
+    msgspec says "Expected `int`, got `str` - at `$.runTimeout`"; a missing or
+    unknown field is named inside its text and becomes part of the path.
+    """
+    why, _, where = str(exc).partition(" - at `")
+    path = where[:-1] if where else "$"
+    for head, tail in (("Object missing required field `", "required"),
+                       ("Object contains unknown field `", "unknown field")):
+        if why.startswith(head):
+            return f"{path}.{why[len(head):-1]}: {tail}"
+    return f"{path}: {why[:1].lower()}{why[1:]}"
 
 
-def _make_converter() -> cattrs.Converter:
-    conv = make_strict_converter()
-    for cls in (SourceFile, TestCase, Checker, ExecuteRequest, StageResult, ExecuteResult,
-                CaseResult, Summary, JudgeResult):
-        overrides = {a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)}
-        conv.register_structure_hook(
-            cls, make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **overrides))
-        conv.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, conv, **overrides))
-
-    return conv
-
-
-converter = _make_converter()
-
-
-_SNAKE_IN_PATH = re.compile(r"\.([a-z]+(?:_[a-z]+)+)\b")
-
-
-def error_paths(exc: BaseException) -> list[str]:
-    """Readable `$.field: why` lines for a cattrs structuring failure."""
-    if isinstance(exc, (cattrs.BaseValidationError,)):
-        # cattrs names attributes (run_timeout); the client sent camelCase.
-        return [_SNAKE_IN_PATH.sub(lambda m: "." + _camel(m.group(1)), line)
-                for line in cattrs.transform_error(exc, path="$")]
-    return [f"$: {exc}"]
-
-
-def _missing(payload: dict[str, Any]) -> list[tuple[str, str]]:
-    """Required fields that are absent or empty: (name, why) pairs."""
+def _missing(payload: dict[str, Any]) -> list[str]:
+    """Required fields that are absent or empty, as `$.name: why` lines."""
     found = []
     language = payload.get("language")
     if language is None or (isinstance(language, str) and not language.strip()):
-        found.append(("language", "required, and must not be empty"))
+        found.append("$.language: required, and must not be empty")
     if payload.get("code") is None and payload.get("files") is None:
-        found.append(("code", "give 'code' or 'files'"))
+        found.append("$.code: give 'code' or 'files'")
     elif payload.get("files") == []:
-        found.append(("files", "must not be empty"))
+        found.append("$.files: must not be empty")
     return found
 
 
 def parse_request(payload: Any) -> ExecuteRequest:
-    """Structure a decoded JSON body into an ExecuteRequest.
+    """A decoded JSON body as an ExecuteRequest: its shape only (types, unknown
+    and missing fields), not the server's limits (`pesto.validation` checks those).
 
-    Raises InvalidRequest (400) naming every bad field.
+    Raises InvalidRequest (400): `Missing parameters: ...` for an absent or
+    empty required field (the original service's SDKs know it by those
+    words), else `invalid request: ...` naming the first bad field.
     """
     if not isinstance(payload, dict):
         raise InvalidRequest("the body must be a JSON object", details=["$: expected an object"])
-    # The original service's SDKs recognise this message by its first words.
-    missing = [f"$.{name}: {why}" for name, why in _missing(payload)]
+    missing = _missing(payload)
     if missing:
-        raise InvalidRequest("Missing parameters: " + "; ".join(missing), details=missing)
+        raise invalid(missing, lead="Missing parameters")
     try:
-        return converter.structure(payload, ExecuteRequest)
-    except Exception as exc:  # cattrs raises ExceptionGroups of many kinds
-        details = error_paths(exc)
-        raise InvalidRequest("invalid request: " + "; ".join(details), details=details) from None
+        return msgspec.convert(payload, ExecuteRequest)
+    except msgspec.ValidationError as exc:
+        raise invalid([problem(exc)]) from None
 
 
 _BAD_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")

@@ -11,12 +11,13 @@ import os
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import attrs
 import cattrs
+from cattrs.errors import IterableValidationError, IterableValidationNote
 
 from pesto.errors import ConfigError, RuntimeNotFound
-from pesto.models import make_strict_converter
 
 MEMORY_MODES = ("address-space", "data", "runtime-flag", "watch")
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -100,7 +101,55 @@ class Runtime:
         return {self.id.lower(), self.spec.language.lower(), *(a.lower() for a in self.spec.aliases)}
 
 
-_conv = make_strict_converter()
+def _strict_converter() -> cattrs.Converter:
+    """A converter that accepts only the TOML type asked for: no "5" for 5,
+    no "ab" for ["a", "b"], unknown keys rejected."""
+    conv = cattrs.Converter(forbid_extra_keys=True)
+
+    # Strings, ints and bools must arrive as such: cattrs would otherwise
+    # happily turn 5 into "5" or "abc" into an error deep in the engine.
+    def strict(kind: type, name: str):
+        def hook(value: Any, _type: Any) -> Any:
+            if type(value) is not kind:  # noqa: E721 - bool is not an int here
+                raise TypeError(f"expected {name}, got {type(value).__name__}")
+            return value
+        return hook
+
+    conv.register_structure_hook(str, strict(str, "a string"))
+    conv.register_structure_hook(int, strict(int, "an integer"))
+    conv.register_structure_hook(bool, strict(bool, "a boolean"))
+
+    def number(value: Any, _type: Any) -> float:
+        if type(value) not in (int, float):  # noqa: E721 - no bool, no "0.1"
+            raise TypeError(f"expected a number, got {type(value).__name__}")
+        return float(value)
+    conv.register_structure_hook(float, number)
+
+    # cattrs turns any iterable into a list ("ab" -> ["a", "b"]): only a TOML
+    # array is a list here. Registered before the classes, which capture it.
+    def strict_list(value: Any, type_: Any) -> Any:
+        if type(value) is not list:  # noqa: E721
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+        elem = type_.__args__[0]
+        handler = conv.get_structure_hook(elem)
+        out, errors = [], []
+        for index, item in enumerate(value):
+            try:
+                out.append(handler(item, elem))
+            except Exception as exc:
+                exc.__notes__ = [*getattr(exc, "__notes__", []), IterableValidationNote(
+                    f"Structuring {type_} @ index {index}", index, elem)]
+                errors.append(exc)
+        if errors:
+            raise IterableValidationError(f"While structuring {type_!r}", errors, type_)
+        return out
+
+    conv.register_structure_hook_func(
+        lambda t: getattr(t, "__origin__", None) is list, strict_list)
+    return conv
+
+
+_conv = _strict_converter()
 
 
 def _version_key(v: str) -> tuple:

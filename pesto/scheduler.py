@@ -39,8 +39,7 @@ import msgspec
 
 from pesto.errors import (PestoError, QueueFull, SandboxError, ShuttingDown, TooManyJobs)
 from pesto.metrics import Metrics
-from pesto.models import (ExecuteRequest, ExecuteResult, JudgeResult, Status, converter,
-                          parse_request)
+from pesto.models import ExecuteRequest, ExecuteResult, JudgeResult, Status, parse_request
 from pesto.store import Job, JobStatus, Store, Token, utcnow
 
 log = logging.getLogger("pesto.jobs")
@@ -351,7 +350,7 @@ class Scheduler:
             lend = {"lender": _Lender(self, entry)} if entry.request.test_cases else {}
             result = await self._engine.execute(entry.request, entry.job_id, **lend)
             entry.executing = False
-            outcome = Outcome(JobStatus.COMPLETED, result=_encode(converter.unstructure(result)))
+            outcome = Outcome(JobStatus.COMPLETED, result=_encode(result))
         except asyncio.CancelledError:
             entry.executing = False
             if entry.cancel_requested:

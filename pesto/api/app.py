@@ -22,11 +22,13 @@ from pesto.api.observe import metrics_endpoint, response_counter
 from pesto.api.options import options_handlers
 from pesto.api.piston import ROUTES as PISTON_ROUTES
 from pesto.api.routes import ROUTES, Services, job_body
+from pesto.api.schema import WireSchemaPlugin
 from pesto.config import Settings
 from pesto.metrics import Metrics
 from pesto.scheduler import Scheduler
 from pesto.stores import StoreAPI, open_store
 from pesto.webhooks import Deliverer
+from pesto.validation import limits_text
 
 log = logging.getLogger("pesto.api")
 
@@ -117,10 +119,13 @@ def create_app(settings: Settings) -> Litestar:
         lifespan=[lifespan],
         before_send=[response_counter(metrics)],
         exception_handlers={Exception: handle_exception},
+        plugins=[WireSchemaPlugin()],     # the document of the wire model
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Pesto", version=pesto.__version__,
-            description="Self-hosted remote code execution engine",
+            # The configurable maxima, from these settings: the request shapes
+            # (pesto.models) state none, so the document never states a wrong one.
+            description="Self-hosted remote code execution engine.\n\n" + limits_text(settings),
             components=Components(security_schemes={"token": SecurityScheme(
                 type="apiKey", name="X-Pesto-Token", security_scheme_in="header",
                 description="created with `pesto token create --name NAME`"),

@@ -23,22 +23,21 @@ import math
 import re
 import time
 import unicodedata
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from cryptography.exceptions import InvalidTag
 from litestar import Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import FromPath
 
 from pesto.api import claim
 from pesto.api.auth import hash_token, new_token
 from pesto.api.routes import read_json
-from pesto.api.schema import errors, ok
+from pesto.api.schema import body_of, errors, ok
 from pesto.errors import (ClaimGone, DuplicateRequest, InvalidRequest, NotFound, PestoError,
                           RateLimited, TokenRequestsOff, TooManyPending)
+from pesto.models import invalid
 from pesto.store import RequestRefused, RequestStatus
 
 log = logging.getLogger("pesto.api")
@@ -209,7 +208,7 @@ def parse_token_request(payload: dict[str, Any]) -> tuple[str, str, str]:
     if email and not _EMAIL.fullmatch(email):
         problems.append("$.email: not an email address")
     if problems:
-        raise InvalidRequest("the form has problems: " + "; ".join(problems), details=problems)
+        raise invalid(problems, lead="the form has problems")
     return name, email, purpose
 
 
@@ -239,22 +238,16 @@ class RequestAnswer(msgspec.Struct, rename="camel", omit_defaults=True):
     reason: str | None = None       # why it was rejected
 
 
-def _body_schema(properties: dict[str, Schema]) -> type[Operation]:
-    @dataclass
-    class BodyOperation(Operation):
-        """The handlers read the raw body themselves; the document gets its shape here."""
-
-        def __post_init__(self) -> None:
-            self.request_body = RequestBody(required=True, content={"application/json": (
-                OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT, required=list(properties),
-                                               additional_properties=False,
-                                               properties=properties)))})
-    return BodyOperation
+# The bodies, for the document only: the handlers check them field by field
+# (parse_token_request) so that a form names every problem at once.
+class TokenForm(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(max_length=FIELD_LIMITS["name"])]
+    email: Annotated[str, msgspec.Meta(max_length=FIELD_LIMITS["email"])]
+    purpose: Annotated[str, msgspec.Meta(max_length=FIELD_LIMITS["purpose"])]
 
 
-_FORM_OPERATION = _body_schema({
-    field: Schema(type=OpenAPIType.STRING, max_length=limit) for field, limit in FIELD_LIMITS.items()})
-_CLAIM_OPERATION = _body_schema({"claimCode": Schema(type=OpenAPIType.STRING)})
+class Claim(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    claim_code: str
 
 
 def _json(body: dict[str, Any], status: int = 200,
@@ -267,7 +260,7 @@ def _json(body: dict[str, Any], status: int = 200,
 @post("/api/token-requests", status_code=201, summary="Ask for a token (public)",
       description="Body {name, email, purpose}. Answers a claim code, shown once, or (when the "
                   "server issues trial tokens at once) the token itself.",
-      operation_class=_FORM_OPERATION,
+      dependencies=body_of(TokenForm),
       responses={201: ok(RequestAnswer, "pending with a claim code, or claimed with the token"),
                  **errors(400, 403, 409, 413, 415, 429, 503)})
 async def request_token(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -305,7 +298,7 @@ async def request_token(request: Request[Any, Any, Any]) -> Response[bytes]:
 @post("/api/token-requests/claim", status_code=200, summary="Claim a requested token (public)",
       description="Body {claimCode}. Answers the request's status; once approved, the token, "
                   "exactly once.",
-      operation_class=_CLAIM_OPERATION,
+      dependencies=body_of(Claim),
       responses={200: ok(RequestAnswer, "pending, rejected (with a reason) or claimed (with the "
                                         "token)"), **errors(400, 404, 410, 413, 415, 429)})
 async def claim_token(request: Request[Any, Any, Any]) -> Response[bytes]:

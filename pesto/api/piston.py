@@ -1,7 +1,7 @@
 """Piston's v2 API (github.com/engineer-man/piston) on Pesto's own job path.
 
-`POST /api/v2/execute` takes Piston's body, translates it into an
-`ExecuteRequest` and runs it exactly like `POST /api/execute` (the same
+`POST /api/v2/execute` takes Piston's body, translates it into a
+native request and runs it exactly like `POST /api/execute` (the same
 token limits, scheduler, sandbox, and a stored job fetchable by the id in
 the `X-Pesto-Job` header); the result is translated back into Piston's
 answer. `GET /api/v2/runtimes` lists the runtimes the Piston way.
@@ -34,9 +34,9 @@ from pesto.api.errors import to_pesto_error
 from pesto.api.routes import Services, decode_body, is_json, media_type, submit_job
 from pesto.errors import (PestoError, RuntimeNotFound,
                           TokenInvalid, TokenMissing, UnsupportedMediaType)
-from pesto.models import ExecuteRequest, SourceFile, converter
 from pesto.runtimes import Registry, Runtime
 from pesto.store import JobStatus, Token, utcnow
+from pesto.validation import validate_request
 
 log = logging.getLogger("pesto.api")
 
@@ -144,8 +144,10 @@ def _limit(payload: dict[str, Any], name: str, cap: int, floor: int) -> int | No
     return int(value)
 
 
-def translate(payload: Any, services: Services) -> tuple[ExecuteRequest, Runtime]:
-    """Piston's execute body as an ExecuteRequest (exact version) and its runtime.
+def translate(payload: Any, services: Services) -> tuple[dict[str, Any], Runtime]:
+    """Piston's execute body as a native `/api/execute` body (exact version) and its
+    runtime. The native body is validated like any (`pesto.validation`), and it is
+    what the job store keeps and a restart reads back.
 
     Raises PistonError / RuntimeNotFound (400) with Piston's messages.
     """
@@ -191,10 +193,15 @@ def translate(payload: Any, services: Services) -> tuple[ExecuteRequest, Runtime
     encodings = [f.get("encoding") if f.get("encoding") in ("base64", "hex") else "utf8"
                  for f in files]
     entry = encodings.index("utf8")
-    sources = [SourceFile(name=f.get("name") or (runtime.file_name if i == entry
-                                                  else f"file{i}.code"),
-                          code=f["content"], entrypoint=i == entry, encoding=encodings[i])
-               for i, f in enumerate(files)]
+    sources = []
+    for i, f in enumerate(files):
+        source = {"name": f.get("name") or (runtime.file_name if i == entry else f"file{i}.code"),
+                  "code": f["content"]}
+        if i == entry:
+            source["entrypoint"] = True
+        if encodings[i] != "utf8":
+            source["encoding"] = encodings[i]
+        sources.append(source)
 
     limits = runtime.spec.limits
     # Pesto has one clock per stage (wall time, with CPU time as a backstop):
@@ -209,20 +216,11 @@ def translate(payload: Any, services: Services) -> tuple[ExecuteRequest, Runtime
     if run_memory is not None and compile_memory is None and runtime.compiled:
         # Lowering the run's memory leaves the compile stage its own default.
         compile_memory = max(s.memory_default, limits.compile_memory or 0)
-    request = ExecuteRequest(
-        language=language, version=runtime.version, files=sources, stdin=stdin, args=args,
-        compile_timeout=timeouts["compile"], run_timeout=timeouts["run"],
-        memory_limit=run_memory, compile_memory_limit=compile_memory)
-    return request, runtime
-
-
-def stored_body(request: ExecuteRequest) -> str:
-    """The request as a native `/api/execute` body: what the job store keeps and a
-    restart reads back (`Scheduler.recover`)."""
-    wire = converter.unstructure(request)
-    wire["files"] = [{k: v for k, v in f.items() if not (k == "encoding" and v == "utf8")}
-                     for f in wire["files"]]
-    return _encode({k: v for k, v in wire.items() if v is not None}).decode()
+    native = {"language": language, "version": runtime.version, "files": sources,
+              "stdin": stdin, "args": args, "compileTimeout": timeouts["compile"],
+              "runTimeout": timeouts["run"], "memoryLimit": run_memory,
+              "compileMemoryLimit": compile_memory}
+    return {k: v for k, v in native.items() if v is not None}, runtime
 
 
 # --- the answer ------------------------------------------------------------------
@@ -354,9 +352,11 @@ async def v2_execute(request: Request[Any, Any, Any]) -> Response[bytes]:
     services = _services(request)
     try:
         token = await _caller(request, services)
-        execute_request, runtime = translate(await _read_body(request, services), services)
-        services.engine.validate(execute_request)      # file names, counts, ranges
-        entry = await submit_job(services, token, execute_request, stored_body(execute_request),
+        native, runtime = translate(await _read_body(request, services), services)
+        # File names, counts and ranges, as for /api/execute; its errors become
+        # Piston's {"message"} below.
+        execute_request = validate_request(native, services.settings, services.engine.registry)
+        entry = await submit_job(services, token, execute_request, _encode(native).decode(),
                                  waiter_records=True)
     except (PestoError, HTTPException) as exc:
         return _error(to_pesto_error(exc))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import re
 import uuid
 from typing import Any
 
@@ -18,19 +17,19 @@ from litestar.params import FromPath
 
 from pesto.api.auth import RateLimiter, caller
 from pesto.api.errors import error_response
-from pesto.api.schema import (BatchCreated, ExecuteOperation, ExecuteResponse, Health, JobCreated,
-                              JobList, JobView, Pong, RuntimeList, errors, ok)
+from pesto.api.schema import (BatchCreated, Health, JobCreated, JobList, JobView, Pong,
+                              RuntimeList, body_of, errors, ok)
 from pesto.errors import (InvalidRequest, NotFound, PestoError, QueueFull, QuotaExceeded,
                           RequestTooLarge, ShuttingDown, UnsupportedMediaType)
-from pesto.models import ExecuteRequest, parse_request
+from pesto.models import ExecuteRequest, ExecuteResult, JudgeResult, invalid
 from pesto.scheduler import Scheduler
 from pesto.store import Job, JobStatus, Store, Token
+from pesto.validation import validate_request
 from pesto.webhooks import check as check_callback
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 JSON = "application/json"
-_ROOT = re.compile(r"\$(?=[.\[:]|\s|\Z)")
 SECURITY = [{"token": []}]
 
 
@@ -101,8 +100,7 @@ async def _check_submission(payload: Any, services: Services) -> ExecuteRequest:
 
     Raises InvalidRequest / RuntimeNotFound (400).
     """
-    execute_request = parse_request(payload)
-    services.engine.validate(execute_request)
+    execute_request = validate_request(payload, services.settings, services.engine.registry)
     if execute_request.callback_url is not None:
         await check_callback(execute_request.callback_url, services.settings)
     return execute_request
@@ -150,8 +148,8 @@ async def submit_job(services: Services, token: Token, execute_request: ExecuteR
 
 
 @post("/api/execute", status_code=200, summary="Run a program and wait",
-      operation_class=ExecuteOperation, security=SECURITY,
-      responses={200: ok(ExecuteResponse, "the result of both stages (with testCases: "
+      dependencies=body_of(ExecuteRequest), security=SECURITY,
+      responses={200: ok(ExecuteResult | JudgeResult, "the result of both stages (with testCases: "
                          "compile, testCases and summary instead of runtime; docs/judging.md)"),
                  **errors(400, 401, 409, 413, 415, 429, 500, 503)})
 async def execute(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -167,7 +165,7 @@ async def execute(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 @post("/api/jobs", status_code=202, summary="Queue a program",
       description="Same body as /api/execute; answers at once with a Location header.",
-      operation_class=ExecuteOperation, security=SECURITY,
+      dependencies=body_of(ExecuteRequest), security=SECURITY,
       responses={202: ok(JobCreated, "accepted"), **errors(400, 401, 413, 415, 429, 503)})
 async def create_job(request: Request[Any, Any, Any]) -> Response[bytes]:
     _, entry = await _submit(request)
@@ -231,8 +229,8 @@ async def create_batch(request: Request[Any, Any, Any]) -> Response[bytes]:
                              details=["$.submissions: expected a list of job bodies"])
     submissions = payload["submissions"]
     if not 1 <= len(submissions) <= settings.max_batch:
-        why = f"$.submissions: 1 to {settings.max_batch} submissions (got {len(submissions)})"
-        raise InvalidRequest("invalid request: " + why, details=[why])
+        raise invalid([f"$.submissions: 1 to {settings.max_batch} submissions "
+                       f"(got {len(submissions)})"])
     # Every submission is checked before any is stored: all or nothing.
     checked: list[ExecuteRequest] = []
     problems: list[str] = []
@@ -240,13 +238,11 @@ async def create_batch(request: Request[Any, Any, Any]) -> Response[bytes]:
         try:
             checked.append(await _check_submission(submission, services))
         except PestoError as exc:
-            where = f"$.submissions[{i}]"
+            # Every detail line starts with its path, "$...": re-rooted in the batch.
             found = exc.details if isinstance(exc.details, list) else [f"$: {exc.message}"]
-            # "$.x: why" and cattrs' "why @ $.x" both become paths inside the batch.
-            problems += [_ROOT.sub(where, line) if "$" in line else f"{where}: {line}"
-                         for line in found]
+            problems += [f"$.submissions[{i}]{line[1:]}" for line in found]
     if problems:
-        raise InvalidRequest("invalid request: " + "; ".join(problems), details=problems)
+        raise invalid(problems)
     _month_quota(token, len(checked))
     services.scheduler.check_room(token, len(checked))
     jobs = []
@@ -269,8 +265,7 @@ async def get_jobs(request: Request[Any, Any, Any]) -> Response[bytes]:
     if not ids:
         raise InvalidRequest("Missing parameters: ?ids=ID,ID,...", details=["ids: required"])
     if len(ids) > limit:
-        raise InvalidRequest(f"invalid request: ids: at most {limit} ids",
-                             details=[f"ids: at most {limit} ids"])
+        raise invalid([f"ids: at most {limit} ids"])
     found = [await services.store.get_job(job_id, token.id) for job_id in ids]
     return _json(b'{"jobs":[' + b",".join(job_body(j) if j else b"null" for j in found) + b"]}")
 

@@ -1,69 +1,43 @@
-"""The wire shapes, for the OpenAPI document only.
+"""The OpenAPI side of the routes: the API's own small shapes, and helpers
+that hand Litestar the wire model (pesto.models) to generate the document from.
 
-Requests are parsed by `pesto.models.parse_request` and results serialised
-by its converter; these msgspec Structs describe the same JSON to Litestar's
-schema generator (camelCase like the wire). `tests/api/test_openapi.py`
-checks that they agree with the converter's output.
+The execute request and its results are declared once, in pesto.models; the
+shapes here are the ones only the HTTP layer has (job views, errors, lists).
+`tests/api/test_openapi.py` checks that what the server sends decodes into them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
+import msgspec.inspect
+from litestar.di import Provide
+# Litestar's own generator for msgspec Structs (not exported elsewhere);
+# tests/api/test_openapi.py notices if a Litestar upgrade moves it.
+from litestar._openapi.schema_generation.plugins import StructSchemaPlugin
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.openapi.spec import Schema
+from litestar.typing import FieldDefinition
 
-from pesto.sandbox.status import Status
-
-
-class StageDoc(msgspec.Struct, rename="camel"):
-    stdout: str
-    stderr: str
-    output: str
-    exit_code: int
-    signal: str | None
-    status: Status
-    wall_time: int
-    cpu_time: int
-    memory: int
-    truncated: bool
+from pesto.models import Answer, ExecuteResult
 
 
-class ExecuteResponse(msgspec.Struct, rename="camel"):
-    id: str
-    language: str
-    version: str
-    compile: StageDoc
-    runtime: StageDoc
+class WireSchemaPlugin(StructSchemaPlugin):
+    """Documents msgspec Structs as the server reads and writes them: a Struct
+    that refuses unknown fields says so (`additionalProperties: false`), and an
+    answer of the wire model has every field (required), whatever defaults
+    the Python side gives them."""
 
-
-Verdict = Literal["accepted", "wrong_answer", "time_limit", "memory_limit", "output_limit",
-                  "runtime_error", "compile_error", "skipped", "internal_error"]
-
-
-class CaseDoc(StageDoc, rename="camel"):
-    """A test case's run stage and its verdict (null: no expected output to judge by)."""
-    verdict: Verdict | None
-
-
-class SummaryDoc(msgspec.Struct, rename="camel"):
-    verdict: Verdict | None
-    passed: int
-    total: int
-    max_wall_time: int
-    max_memory: int
-
-
-class JudgeResponse(msgspec.Struct, rename="camel"):
-    """The answer to a request with `testCases` (docs/judging.md)."""
-    id: str
-    language: str
-    version: str
-    compile: StageDoc
-    test_cases: list[CaseDoc]
-    summary: SummaryDoc
+    def to_openapi_schema(self, field_definition: FieldDefinition,
+                          schema_creator: Any) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        shape = field_definition.type_
+        if msgspec.inspect.type_info(shape).forbid_unknown_fields:
+            schema.additional_properties = False
+        if issubclass(shape, Answer):
+            schema.required = sorted(f.encode_name for f in msgspec.structs.fields(shape))
+        return schema
 
 
 class JobCreated(msgspec.Struct):
@@ -93,9 +67,9 @@ class JobView(msgspec.Struct, rename="camel"):
     created_at: str
     started_at: str | None
     finished_at: str | None
-    # A job with testCases has a JudgeResponse here (msgspec cannot document
+    # A job with testCases has a JudgeResult here (msgspec cannot document
     # an untagged union of the two; tests/api/test_judging.py checks both).
-    result: ExecuteResponse | None
+    result: ExecuteResult | None
     error: JobError | None
 
 
@@ -122,67 +96,19 @@ class Health(msgspec.Struct):
     status: str
 
 
-def _s(kind: OpenAPIType, description: str, **kw) -> Schema:
-    return Schema(type=kind, description=description, **kw)
+def body_of(shape: type) -> dict[str, Provide]:
+    """Handler dependencies that document `shape` as the JSON body, generated from it.
 
-
-_FILE = Schema(type=OpenAPIType.OBJECT, required=["name", "code"], properties={
-    "name": _s(OpenAPIType.STRING, "plain relative path: no '..', no absolute path, no NUL"),
-    "code": _s(OpenAPIType.STRING, "file content"),
-    "entrypoint": _s(OpenAPIType.BOOLEAN, "run this file (default: the first)"),
-    "encoding": Schema(type=OpenAPIType.STRING, enum=["utf8", "base64", "hex"],
-                       description="how `code` is written (default utf8; base64/hex for bytes)"),
-})
-
-_CASE = Schema(type=OpenAPIType.OBJECT, additional_properties=False, properties={
-    "stdin": _s(OpenAPIType.STRING, "standard input (default: the request's)"),
-    "args": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING)),
-    "expectedOutput": _s(OpenAPIType.STRING, "what stdout must be, under `compare`"),
-    "runTimeout": _s(OpenAPIType.INTEGER, "ms (default: the request's)"),
-    "memoryLimit": _s(OpenAPIType.INTEGER, "bytes (default: the request's)"),
-})
-
-EXECUTE_REQUEST = Schema(
-    type=OpenAPIType.OBJECT, required=["language"], additional_properties=False,
-    description="Give exactly one of `code` and `files`. Limits out of range are a 400.",
-    properties={
-        "language": _s(OpenAPIType.STRING, "name or alias, case-insensitive"),
-        "version": _s(OpenAPIType.STRING, "exact version, a prefix, or 'latest' (default)"),
-        "code": _s(OpenAPIType.STRING, "the program, written to the language's default file"),
-        "files": Schema(type=OpenAPIType.ARRAY, items=_FILE, max_items=20),
-        "stdin": _s(OpenAPIType.STRING, "standard input (default empty)"),
-        "args": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING)),
-        "compileTimeout": _s(OpenAPIType.INTEGER, "ms, 1..30000, default 5000"),
-        "runTimeout": _s(OpenAPIType.INTEGER, "ms, 1..30000, default 5000"),
-        "memoryLimit": _s(OpenAPIType.INTEGER, "bytes, 32 MiB..512 MiB, default 128 MiB"),
-        "compileMemoryLimit": _s(OpenAPIType.INTEGER,
-                                 "bytes, the compile stage's own; default: memoryLimit or "
-                                 "the language's compile default"),
-        "testCases": Schema(type=OpenAPIType.ARRAY, items=_CASE, max_items=100,
-                            description="compile once, run each case (docs/judging.md)"),
-        "compare": Schema(type=OpenAPIType.STRING, enum=["exact", "trim", "tokens", "float"],
-                          description="how outputs are compared (default trim)"),
-        "absoluteEpsilon": _s(OpenAPIType.NUMBER, "float compare: absolute error allowed"),
-        "relativeEpsilon": _s(OpenAPIType.NUMBER, "float compare: relative error allowed"),
-        "stopOnFirstFailure": _s(OpenAPIType.BOOLEAN, "start no case after a failed one"),
-        "checker": Schema(type=OpenAPIType.OBJECT, required=["language", "code"], properties={
-            "language": _s(OpenAPIType.STRING, "the checker's language"),
-            "version": _s(OpenAPIType.STRING, "its version (default latest)"),
-            "code": _s(OpenAPIType.STRING, "run with input.txt expected.txt actual.txt; "
-                                            "exit 0 accepted, 1 or 2 wrong answer")}),
-        "callbackUrl": _s(OpenAPIType.STRING, "POSTed the job's final state, signed"),
-    })
-
-
-@dataclass
-class ExecuteOperation(Operation):
-    """The handlers read the raw body themselves (to map every failure to our
-    error codes), so the request body is declared here for the document."""
-
-    def __post_init__(self) -> None:
-        self.request_body = RequestBody(required=True, content={"application/json": OpenAPIMediaType(
-            schema=EXECUTE_REQUEST,
-            example={"language": "python", "code": "print(input())", "stdin": "Hello World"})})
+    The handlers read the raw body themselves, so that every failure gets the
+    API's own code and text (pesto.validation). Litestar's OpenAPI generator
+    takes a handler's body from a `data` parameter of the handler or of any of
+    its dependencies: this dependency has one, and no handler asks for it, so
+    Litestar documents the body from `shape` and never parses a request with it.
+    """
+    def documented(data: Any) -> None:
+        raise AssertionError("never called: the handler reads its body itself")
+    documented.__annotations__ = {"data": shape, "return": None}
+    return {"documented_body": Provide(documented, sync_to_thread=False)}
 
 
 def errors(*statuses: int) -> dict[int, ResponseSpec]:
