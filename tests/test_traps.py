@@ -83,11 +83,11 @@ def test_trap_files_api_cannot_escape_workdir(runner):
     bad = ["../escape.py", "/etc/evil", "a/../../b", "a\x00b", "./x", "a//b", ""]
     from pesto.errors import InvalidRequest
     from pesto.models import SourceFile
+    from pesto.validation import validate_request
     for name in bad:
-        req = ExecuteRequest(language="python",
-                             files=[SourceFile(name=name, code="print(1)")])
+        body = {"language": "python", "files": [{"name": name, "code": "print(1)"}]}
         with pytest.raises(InvalidRequest):
-            runner.engine.validate(req)
+            validate_request(body, runner.settings, runner.engine.registry)
     ok = ExecuteRequest(language="python", files=[
         SourceFile(name="pkg/helper.py", code="X = 42"),
         SourceFile(name="main.py", code="import pkg.helper as h; print(h.X)", entrypoint=True)])

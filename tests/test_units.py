@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from pesto.config import load_settings
 from pesto.errors import ConfigError, InvalidRequest, RuntimeNotFound
-from pesto.models import check_file_name, converter, parse_request, StageResult
+from pesto.models import check_file_name, parse_request, StageResult
 from pesto.runtimes import load_registry
 from pesto.sandbox.status import decide_status
 
@@ -57,7 +58,7 @@ def test_file_names(name, ok):
 
 
 def test_stage_result_round_trip_camel_case():
-    d = converter.unstructure(StageResult(exit_code=3, wall_time=5, status="error"))
+    d = msgspec.to_builtins(StageResult(exit_code=3, wall_time=5, status="error"))
     assert d["exitCode"] == 3 and d["wallTime"] == 5 and d["status"] == "error"
     assert set(d) == {"stdout", "stderr", "output", "exitCode", "signal", "status", "wallTime",
                       "cpuTime", "memory", "truncated"}

@@ -14,7 +14,8 @@ from typing import Any, Iterator
 import msgspec
 import pytest
 
-from pesto.api.schema import BatchCreated, JudgeResponse
+from pesto.api.schema import BatchCreated
+from pesto.models import JudgeResult
 from pesto.sandbox.artifacts import artifact_root
 from tests.api.conftest import (Api, add_token, assert_error, open_test_store, running_app,
                                 wait_uids_free)
@@ -87,9 +88,9 @@ def test_compile_once_every_case_its_own_fresh_run_and_verdicts(data_dir: Path) 
         ]}
         response = api.post("/api/execute", body)
         assert response.status_code == 200, response.text
-        msgspec.json.decode(response.content, type=JudgeResponse, strict=True)
+        msgspec.json.decode(response.content, type=JudgeResult, strict=True)
         result = response.json()
-        assert set(result) == set(JudgeResponse.__struct_encode_fields__)
+        assert set(result) == set(JudgeResult.__struct_encode_fields__)
         assert result["compile"]["status"] == "ok"
         cases = result["testCases"]
         assert [c["verdict"] for c in cases] == [

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from pesto.models import parse_request
+from pesto.validation import validate_request
 from tests.api.conftest import Api, add_token, running_app
 
 @pytest.fixture(scope="module")
@@ -211,9 +211,9 @@ def test_job_is_stored_like_any_other(api: Api) -> None:
     # What the store keeps is a native request a restart can run again.
     with contextlib.closing(sqlite3.connect(api.services.store.path)) as db:
         row = db.execute("SELECT request FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    stored = parse_request(json.loads(row[0]))
+    stored = validate_request(json.loads(row[0]), api.services.settings,
+                              api.services.engine.registry)
     assert stored.stdin == "abc\n" and stored.files[0].entrypoint
-    api.services.engine.validate(stored)
     other = add_token(api.data_dir, "other")
     assert api.get(f"/api/jobs/{job_id}", token=other).status_code == 404
 
