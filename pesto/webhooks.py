@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from pesto.config import Settings
-from pesto.errors import InvalidRequest
+from pesto.models import invalid
 from pesto.store import Delivery, Job, Store
 
 log = logging.getLogger("pesto.webhooks")
@@ -113,8 +113,7 @@ async def check(url: str, settings: Settings, field: str = "$.callbackUrl") -> N
     try:
         await resolve(url, settings.allow_private_callbacks)
     except CallbackRefused as exc:
-        raise InvalidRequest(f"invalid request: {field}: {exc}",
-                             details=[f"{field}: {exc}"]) from None
+        raise invalid([f"{field}: {exc}"]) from None
 
 
 class Deliverer:
