@@ -26,6 +26,8 @@ def documented(served, path: str, field: str | None = None) -> bool:
     if field is None:
         return path in doc["paths"]
     body = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    if "$ref" in body:          # the shape is a component of the document
+        body = doc["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
     return field in body.get("properties", {})
 
 
