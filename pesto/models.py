@@ -38,7 +38,8 @@ class Answer(Wire):
     so the document marks them all required; the defaults are for Python."""
 
 
-def _doc(description: str) -> msgspec.Meta:
+def described(description: str) -> msgspec.Meta:
+    """A field's description in the OpenAPI document: `Annotated[str, described("...")]`."""
     return msgspec.Meta(description=description)
 
 
@@ -68,55 +69,55 @@ class Verdict(str, enum.Enum):
 class TestCase(Wire):
     """One test case of a submission; absent fields fall back to the request's."""
     __test__ = False      # not a pytest class, whatever its name
-    stdin: Annotated[str, _doc("standard input (default: the request's)")] | None = None
+    stdin: Annotated[str, described("standard input (default: the request's)")] | None = None
     args: list[str] | None = None
-    expected_output: Annotated[str, _doc("what stdout must be, under `compare`")] | None = None
-    run_timeout: Annotated[int, _doc("ms (default: the request's)")] | None = None
-    memory_limit: Annotated[int, _doc("bytes (default: the request's)")] | None = None
+    expected_output: Annotated[str, described("what stdout must be, under `compare`")] | None = None
+    run_timeout: Annotated[int, described("ms (default: the request's)")] | None = None
+    memory_limit: Annotated[int, described("bytes (default: the request's)")] | None = None
 
 
 class Checker(Wire):
     """A program that decides a case's verdict from its input, expected and actual output:
     run with input.txt expected.txt actual.txt; exit 0 accepted, 1 or 2 wrong answer."""
-    language: Annotated[str, _doc("the checker's language")]
-    code: Annotated[str, _doc("the checker's program")]
-    version: Annotated[str, _doc("its version (default latest)")] = "latest"
+    language: Annotated[str, described("the checker's language")]
+    code: Annotated[str, described("the checker's program")]
+    version: Annotated[str, described("its version (default latest)")] = "latest"
 
 
 class SourceFile(Wire):
-    name: Annotated[str, _doc("plain relative path: no '..', no absolute path, no NUL")]
-    code: Annotated[str, _doc("file content, written as `encoding` says")]
-    entrypoint: Annotated[bool, _doc("run this file (default: the first)")] = False
+    name: Annotated[str, described("plain relative path: no '..', no absolute path, no NUL")]
+    code: Annotated[str, described("file content, written as `encoding` says")]
+    entrypoint: Annotated[bool, described("run this file (default: the first)")] = False
     encoding: Annotated[Literal["utf8", "base64", "hex"],
-                        _doc("how `code` is written (utf8; base64 or hex for bytes)")] = "utf8"
+                        described("how `code` is written (utf8; base64 or hex for bytes)")] = "utf8"
 
 
 class ExecuteRequest(Wire):
     """Give exactly one of `code` and `files`. Limits out of range are a 400; this
     server's limits are in the document's description."""
-    language: Annotated[str, _doc("name or alias, case-insensitive")]
-    version: Annotated[str, _doc("exact version, a prefix, or 'latest' (default)")] = "latest"
-    code: Annotated[str, _doc("the program, written to the language's default file")] | None \
+    language: Annotated[str, described("name or alias, case-insensitive")]
+    version: Annotated[str, described("exact version, a prefix, or 'latest' (default)")] = "latest"
+    code: Annotated[str, described("the program, written to the language's default file")] | None \
         = None
     files: list[SourceFile] | None = None
-    stdin: Annotated[str, _doc("standard input (default empty)")] = ""
+    stdin: Annotated[str, described("standard input (default empty)")] = ""
     args: list[str] = []
-    compile_timeout: Annotated[int, _doc("ms (default: the language's)")] | None = None
-    run_timeout: Annotated[int, _doc("ms (default: the language's)")] | None = None
-    memory_limit: Annotated[int, _doc("bytes, each stage (default: the server's)")] | None = None
-    compile_memory_limit: Annotated[int, _doc(
+    compile_timeout: Annotated[int, described("ms (default: the language's)")] | None = None
+    run_timeout: Annotated[int, described("ms (default: the language's)")] | None = None
+    memory_limit: Annotated[int, described("bytes, each stage (default: the server's)")] | None = None
+    compile_memory_limit: Annotated[int, described(
         "bytes, the compile stage's own; default: memoryLimit or the language's "
         "compile default")] | None = None
     # Judging (docs/judging.md): compile once, run every case, give verdicts.
-    test_cases: Annotated[list[TestCase], _doc(
+    test_cases: Annotated[list[TestCase], described(
         "compile once, run each case (docs/judging.md)")] | None = None
-    compare: Annotated[Compare, _doc("how outputs are compared (default trim)")] = Compare.TRIM
-    absolute_epsilon: Annotated[float, _doc("float compare: absolute error allowed")] = 1e-6
-    relative_epsilon: Annotated[float, _doc("float compare: relative error allowed")] = 1e-6
-    stop_on_first_failure: Annotated[bool, _doc("start no case after a failed one")] = False
+    compare: Annotated[Compare, described("how outputs are compared (default trim)")] = Compare.TRIM
+    absolute_epsilon: Annotated[float, described("float compare: absolute error allowed")] = 1e-6
+    relative_epsilon: Annotated[float, described("float compare: relative error allowed")] = 1e-6
+    stop_on_first_failure: Annotated[bool, described("start no case after a failed one")] = False
     checker: Checker | None = None
     # Where the job's final state is POSTed, signed (pesto.webhooks).
-    callback_url: Annotated[str, _doc("POSTed the job's final state, signed")] | None = None
+    callback_url: Annotated[str, described("POSTed the job's final state, signed")] | None = None
 
 
 # --- answers -----------------------------------------------------------------------

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import nodesemver
@@ -27,13 +26,14 @@ from litestar import Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
 from pesto.api.auth import authenticate
 from pesto.api.errors import to_pesto_error
 from pesto.api.routes import Services, decode_body, is_json, media_type, submit_job
+from pesto.api.schema import body_of
 from pesto.errors import (PestoError, RuntimeNotFound,
                           TokenInvalid, TokenMissing, UnsupportedMediaType)
+from pesto.models import described
 from pesto.runtimes import Registry, Runtime
 from pesto.store import JobStatus, Token, utcnow
 from pesto.validation import validate_request
@@ -297,39 +297,33 @@ class PistonMessage(msgspec.Struct):
     message: str
 
 
-def _s(kind: OpenAPIType, description: str, **kw: Any) -> Schema:
-    return Schema(type=kind, description=description, **kw)
-
-
 _LIMIT = "lower than the server's maximum; 0 or -1 keep the default"
-PISTON_REQUEST = Schema(
-    type=OpenAPIType.OBJECT, required=["language", "version", "files"],
-    description="Piston's v2 execute body.",
-    properties={
-        "language": _s(OpenAPIType.STRING, "name or alias, case-insensitive"),
-        "version": _s(OpenAPIType.STRING, "semver range: '3.11.2', '3.x', '^3.10', '*'"),
-        "files": Schema(type=OpenAPIType.ARRAY, items=Schema(
-            type=OpenAPIType.OBJECT, required=["content"], properties={
-                "name": _s(OpenAPIType.STRING, "relative path; default: the language's file "
-                           "name for the first UTF-8 file, file<i>.code for others"),
-                "content": _s(OpenAPIType.STRING, "the file, in `encoding`"),
-                "encoding": _s(OpenAPIType.STRING, "utf8 (default), base64 or hex"),
-            }), description="the first UTF-8 file is run"),
-        "stdin": _s(OpenAPIType.STRING, "standard input; a final newline is added if missing"),
-        "args": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING)),
-        **{f"{stage}_{kind}": _s(OpenAPIType.INTEGER, f"{unit}; {_LIMIT}")
-           for kind, unit in (("timeout", "ms"), ("cpu_time", "ms"), ("memory_limit", "bytes"))
-           for stage in ("compile", "run")},
-    })
+_MS = Annotated[int, described(f"ms; {_LIMIT}")] | None
+_BYTES = Annotated[int, described(f"bytes; {_LIMIT}")] | None
 
 
-@dataclass
-class PistonOperation(Operation):
-    """The handler reads the raw body itself; its schema is declared here."""
+class PistonFile(msgspec.Struct):
+    content: Annotated[str, described("the file, in `encoding`")]
+    name: Annotated[str, described("relative path; default: the language's file name for the "
+                              "first UTF-8 file, file<i>.code for others")] | None = None
+    encoding: Annotated[str, described("utf8 (default), base64 or hex")] | None = None
 
-    def __post_init__(self) -> None:
-        self.request_body = RequestBody(
-            required=True, content={"application/json": OpenAPIMediaType(schema=PISTON_REQUEST)})
+
+class PistonRequest(msgspec.Struct):
+    """Piston's v2 execute body. For the document only: `translate` reads it field by
+    field, with Piston's own messages, as Piston does."""
+    language: Annotated[str, described("name or alias, case-insensitive")]
+    version: Annotated[str, described("semver range: '3.11.2', '3.x', '^3.10', '*'")]
+    files: Annotated[list[PistonFile], described("the first UTF-8 file is run")]
+    stdin: Annotated[str, described("standard input; a final newline is added if missing")] | None \
+        = None
+    args: list[str] | None = None
+    compile_timeout: _MS = None
+    run_timeout: _MS = None
+    compile_cpu_time: _MS = None
+    run_cpu_time: _MS = None
+    compile_memory_limit: _BYTES = None
+    run_memory_limit: _BYTES = None
 
 
 # --- routes ----------------------------------------------------------------------
@@ -342,7 +336,7 @@ def _services(request: Request[Any, Any, Any]) -> Services:
       description="Piston's execute body and answer (docs/api.md, \"Piston\"). The token goes "
                   "in X-Pesto-Token or Authorization; without either, the operator's anonymous "
                   "token (if configured) is used. Errors are `{\"message\"}`.",
-      operation_class=PistonOperation, security=[{"token": []}, {"authorization": []}],
+      dependencies=body_of(PistonRequest), security=[{"token": []}, {"authorization": []}],
       responses={200: ResponseSpec(PistonResult, generate_examples=False,
                                    description="both stages; `compile` only for compiled languages"),
                  **{status: ResponseSpec(PistonMessage, generate_examples=False,

@@ -35,8 +35,9 @@ def test_openapi_document_lists_every_route_with_token_security(api: Api) -> Non
     assert source_file["properties"]["encoding"]["enum"] == ["utf8", "base64", "hex"]
     assert "hint" in doc["components"]["schemas"]["ErrorBody"]["properties"]
     piston = paths["/api/v2/execute"]["post"]
-    piston_body = piston["requestBody"]["content"]["application/json"]["schema"]
-    assert piston_body["required"] == ["language", "version", "files"]
+    piston_ref = piston["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    piston_body = schemas[piston_ref.rsplit("/", 1)[1]]
+    assert piston_body["required"] == ["files", "language", "version"]
     assert {"stdin", "args", "compile_timeout", "run_cpu_time", "compile_memory_limit"} <= set(
         piston_body["properties"])
     assert {"token": []} in piston["security"] and {"authorization": []} in piston["security"]
