@@ -18,7 +18,7 @@ import base64
 import enum
 import posixpath
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
@@ -26,7 +26,8 @@ from pesto.errors import InvalidRequest
 from pesto.sandbox.status import Status
 
 
-ENCODINGS = ("utf8", "base64", "hex")
+Encoding = Literal["utf8", "base64", "hex"]     # how a file's `code` is written
+ENCODINGS = get_args(Encoding)
 
 
 class Wire(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
@@ -88,8 +89,8 @@ class SourceFile(Wire):
     name: Annotated[str, described("plain relative path: no '..', no absolute path, no NUL")]
     code: Annotated[str, described("file content, written as `encoding` says")]
     entrypoint: Annotated[bool, described("run this file (default: the first)")] = False
-    encoding: Annotated[Literal["utf8", "base64", "hex"],
-                        described("how `code` is written (utf8; base64 or hex for bytes)")] = "utf8"
+    encoding: Annotated[Encoding, described(
+        "how `code` is written (utf8; base64 or hex for bytes)")] = "utf8"
 
 
 class ExecuteRequest(Wire):
@@ -104,7 +105,8 @@ class ExecuteRequest(Wire):
     args: list[str] = []
     compile_timeout: Annotated[int, described("ms (default: the language's)")] | None = None
     run_timeout: Annotated[int, described("ms (default: the language's)")] | None = None
-    memory_limit: Annotated[int, described("bytes, each stage (default: the server's)")] | None = None
+    memory_limit: Annotated[int, described("bytes, each stage (default: the server's)")] | None \
+        = None
     compile_memory_limit: Annotated[int, described(
         "bytes, the compile stage's own; default: memoryLimit or the language's "
         "compile default")] | None = None

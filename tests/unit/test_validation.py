@@ -95,7 +95,8 @@ def test_limits_and_rules_are_checked_against_the_settings(extra, line) -> None:
 def test_every_problem_is_named_at_once() -> None:
     err = refused({"language": "python", "runTimeout": 0, "memoryLimit": 1, "files": [
         {"name": "../x", "code": ""}, {"name": "a", "code": "zz", "encoding": "hex"},
-        {"name": "a", "code": "", "entrypoint": True}, {"name": "b", "code": "", "entrypoint": True}]})
+        {"name": "a", "code": "", "entrypoint": True},
+        {"name": "b", "code": "", "entrypoint": True}]})
     assert err.details == [
         "$.runTimeout: must be between 1 and 30000",
         "$.memoryLimit: must be between 33554432 and 536870912",
@@ -132,7 +133,8 @@ def test_a_valid_body_becomes_the_request() -> None:
 
 @needs_runtime
 def test_unknown_runtime_and_checker_runtime() -> None:
-    for payload in ({"language": "cobol-77", "code": "x"}, {**PY, "version": "0.0.0.1", "code": "x"},
+    for payload in ({"language": "cobol-77", "code": "x"},
+                    {**PY, "version": "0.0.0.1", "code": "x"},
                     {**PY, "code": "x", "testCases": [{}],
                      "checker": {"language": "cobol-77", "code": "x"}}):
         with pytest.raises(RuntimeNotFound) as exc:
