@@ -11,8 +11,9 @@ of a local run and the recording of outcomes are the base class's.
 - A claim loop takes queued jobs (`FOR UPDATE SKIP LOCKED`) for the slots
   free here, when woken by a NOTIFY, by a slot freeing, or every
   `POLL_INTERVAL` in case a notification was lost.
-- A waiter here for a job run elsewhere is settled by the `pesto_done`
-  NOTIFY of its finish (and by the same slow poll).
+- A waiter here for a job run elsewhere (state REMOTE) is told the saved
+  outcome (`pesto.outcomes.outcome_of`) on the `pesto_done` NOTIFY of its
+  finish, or by the same slow poll.
 - A cancel of a job this node does not hold cancels it in the database if it
   is still queued, else NOTIFYs `pesto_cancel`: the node running it kills it.
 - A heartbeat every lease/4; each node also fails (`INTERRUPTED`) the running
@@ -31,41 +32,17 @@ import time
 import uuid
 from typing import Any, Awaitable
 
-from pesto.errors import (PestoError, QueueFull, QuotaExceeded, RateLimited, ShuttingDown,
-                          TooManyJobs)
+from pesto.errors import (Interrupted, JobCancelled, PestoError, QueueFull, QuotaExceeded,
+                          RateLimited, TooManyJobs)
 from pesto.models import ExecuteRequest, parse_request
-from pesto.scheduler import (Interrupted, JobCancelled, Outcome, Scheduler, _Entry,
-                             error_json)
+from pesto.outcomes import Outcome, error_json, outcome_of, still_queued
+from pesto.scheduler import Entry, Scheduler, State
 from pesto.store import Job, JobStatus, Token, utcnow
 
 log = logging.getLogger("pesto.cluster")
 
 POLL_INTERVAL = 1.0         # seconds between claims/polls when no notification came
 EARLY_CANCEL_TTL = 30.0     # seconds a cancel for a job not (yet) here is remembered
-
-
-def _error_classes() -> dict[str, type[PestoError]]:
-    found: dict[str, type[PestoError]] = {}
-    todo = [PestoError]
-    while todo:
-        cls = todo.pop()
-        found.setdefault(getattr(cls, "code", ""), cls)
-        todo.extend(cls.__subclasses__())
-    return found
-
-
-def outcome_of(job: Job | None) -> Outcome:
-    """The outcome a waiter gets for a job another node finished."""
-    if job is None:
-        return Outcome(JobStatus.FAILED, error=PestoError("the job is gone from the store"))
-    if job.status is JobStatus.COMPLETED and job.result is not None:
-        return Outcome(JobStatus.COMPLETED, result=job.result.encode())
-    if job.status is JobStatus.CANCELLED:
-        return Outcome(JobStatus.CANCELLED, error=JobCancelled("the job was cancelled"))
-    stored = json.loads(job.error) if job.error else {}
-    cls = _error_classes().get(stored.get("code", ""), PestoError)
-    error = cls(stored.get("message") or "the job failed")
-    return Outcome(JobStatus.FAILED, error=error)
 
 
 def _next_month_seconds() -> int:
@@ -103,11 +80,11 @@ class ClusterScheduler(Scheduler):
         self.node_id = uuid.uuid4().hex[:16]
         self.node_name = node_name or f"{socket.gethostname()}:{os.getpid()}"
         self.lease = lease
-        self._remote: dict[str, _Entry] = {}      # waited on here, queued or run elsewhere
-        # Queued jobs whose insert has not returned: in `_remote` already (a fast finish
-        # elsewhere may be NOTIFYed first) but not yet in the database, where the
-        # heartbeat's "finished or gone" read would take them for gone.
-        self._inserting: set[str] = set()
+        # Jobs in state REMOTE (kept by `_move`): waited on here, queued or run elsewhere.
+        # A queued job is REMOTE from before its insert (a fast finish elsewhere may be
+        # NOTIFYed first); until the insert returns (`Entry.inserting`) the heartbeat's
+        # "finished or gone" read would take it for gone, so it does not ask.
+        self._remote: dict[str, Entry] = {}
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}   # cancels awaiting a finish
         self._early_cancels: dict[str, float] = {}
         self._wake = asyncio.Event()
@@ -116,17 +93,32 @@ class ClusterScheduler(Scheduler):
         self._maybe_queued = True
         self._claimer: asyncio.Task[None] | None = None
         self._beater: asyncio.Task[None] | None = None
-        # self._queued (the base class's count of queue places) is here the jobs queued
-        # cluster-wide: read at each heartbeat, kept roughly right in between.
+        # The jobs queued cluster-wide: read at each heartbeat, kept roughly right in
+        # between (the queue is the database's; no job here holds a place in it).
+        self._shared_queued = 0
         self._claiming = 0                        # slots booked by a claim in flight
         self._background: set[asyncio.Future[Any]] = set()
 
     # --- state -----------------------------------------------------------------
 
+    def _move(self, entry: Entry, state: State) -> None:
+        old = entry.state
+        super()._move(entry, state)
+        if state is State.REMOTE:
+            self._remote[entry.job_id] = entry
+        elif old is State.REMOTE:
+            del self._remote[entry.job_id]
+
+    def _busy(self) -> int:
+        # Slots a claim has booked count as taken (not as running, in `stats`).
+        return super()._busy() + self._claiming
+
+    @property
+    def queued(self) -> int:
+        return self._shared_queued
+
     def stats(self) -> dict[str, Any]:
-        # Slots a claim has booked are free until it returns jobs.
-        return {**super().stats(), "running": self._running - self._claiming,
-                "node": self.node_id, "waiting": len(self._remote)}
+        return {**super().stats(), "node": self.node_id, "waiting": len(self._remote)}
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -149,24 +141,12 @@ class ClusterScheduler(Scheduler):
             "(untrusted code is never re-run silently): submit it again")))
         await self._callbacks(interrupted)
         queued = await self._store.queued_count()
-        self._queued = queued
+        self._shared_queued = queued
         self._claimer = asyncio.create_task(self._claim_loop(), name="cluster-claim")
         self._beater = asyncio.create_task(self._heartbeat_loop(), name="cluster-heartbeat")
         log.info("node %s (%s) joined the cluster on %s; %d job(s) queued",
                  self.node_id, self.node_name, self._store.path, queued)
         return failed, queued
-
-    async def _callbacks(self, ended: list[tuple[str, int, str]]) -> None:
-        """Queue the callbacks of jobs that ended without a run here: (id, token id, request)."""
-        for job_id, token_id, body in ended:
-            if self.on_finish is None or '"callbackUrl"' not in body:
-                continue
-            try:
-                url = parse_request(json.loads(body)).callback_url
-                if url:
-                    await self.on_finish(job_id, token_id, url)
-            except Exception:
-                log.exception("job %s: could not queue its callback", job_id)
 
     async def _listen(self) -> None:
         await self._store.listen({"pesto_queue": self._on_queue, "pesto_done": self._on_done,
@@ -174,65 +154,46 @@ class ClusterScheduler(Scheduler):
 
     # --- intake ----------------------------------------------------------------
 
-    async def submit(self, job_id: str, request: ExecuteRequest, body: str, token: Token, *,
-                     waiter_records: bool = False) -> _Entry:
+    async def submit(self, job_id: str, request: ExecuteRequest, body: str,
+                     token: Token) -> Entry:
         """Persist and schedule a job (see the module docstring); returns a handle for `wait`.
 
-        `waiter_records` as in `Scheduler.submit`: a job run here is recorded
-        right after its waiting handler answered; until that commit, reads of
-        the job on this node wait for it (PgStore.get_job), and another node
-        may see it `running` for that one round trip.
         Raises ShuttingDown / QueueFull (503), TooManyJobs / QuotaExceeded (429).
         """
-        if self._closing:
-            raise ShuttingDown("the server is shutting down; retry shortly", retry_after=5)
-        start_now = self._running < self.workers
-        entry = _Entry(job_id=job_id, request=request, token_id=token.id, token_name=token.name,
-                       created=time.monotonic(), done=asyncio.get_running_loop().create_future(),
-                       running_in_store=start_now, waiter_records=waiter_records,
-                       max_concurrency=token.max_concurrency)
-        if start_now:                     # book the slot before the first await
-            self._running += 1
-            self._entries[job_id] = entry
-            self._per_token[token.id] += 1
-        else:
-            self._remote[job_id] = entry
-            self._inserting.add(job_id)
+        self._refuse_if_closing()
+        start_now = self._busy() < self.workers
+        entry = self._new_entry(job_id, request, token.id, token.name, token.max_concurrency)
+        # The slot is booked before the first await.
+        self._move(entry, State.STARTING if start_now else State.REMOTE)
+        if not start_now:
             # Counted before the insert: a heartbeat reading the count after the commit
             # then finds the same number, not one more.
-            self._queued += 1
+            self._shared_queued += 1
         now = utcnow()
         job = Job(id=job_id, token_id=token.id,
                   status=JobStatus.RUNNING if start_now else JobStatus.QUEUED,
                   request=body, created_at=now, started_at=now if start_now else None)
-        verdict = "error"
-        try:
-            verdict = await self._store.submit_job(
-                job, self.node_id, None if start_now else self.queue_size)
-        finally:
-            self._inserting.discard(job_id)
-            if verdict != "ok":
-                self._undo(entry, start_now)
-        if verdict != "ok":
-            raise self._refusal(verdict, token)
-        if start_now and self._closing:       # shutdown began during the insert
-            self._running -= 1
-            self._forget(entry)
-            exc = ShuttingDown("the server is shutting down; retry shortly", retry_after=5)
-            await self._store.finish_job(job_id, JobStatus.FAILED, utcnow(), error=error_json(exc))
-            raise exc
-        if start_now:
-            self._start(entry)
-        return entry
+        refusal = await self._insert(entry, self._submit_row(job, start_now))
+        if refusal is not None:
+            raise self._refusal(refusal, token)
+        return await self._admit(entry)
 
-    def _undo(self, entry: _Entry, started: bool) -> None:
-        if started:
-            self._running -= 1
-            self._forget(entry)
-            self._dispatch()
-        else:
-            self._remote.pop(entry.job_id, None)
-            self._queued = max(0, self._queued - 1)
+    async def _submit_row(self, job: Job, start_now: bool) -> str | None:
+        verdict = await self._store.submit_job(job, self.node_id,
+                                               None if start_now else self.queue_size)
+        return None if verdict == "ok" else verdict
+
+    def _drop(self, entry: Entry) -> None:
+        if entry.state is State.REMOTE:
+            self._shared_queued = max(0, self._shared_queued - 1)
+        super()._drop(entry)
+
+    def _left_queued(self, entry: Entry) -> Outcome:
+        if entry.state is not State.REMOTE:
+            return super()._left_queued(entry)
+        return still_queued(
+            f"this node shut down while job {entry.job_id} waited; another node runs it: "
+            "fetch it with GET /api/jobs/<id>")
 
     def _refusal(self, verdict: str, token: Token) -> PestoError:
         if verdict == "concurrency":
@@ -244,7 +205,7 @@ class ClusterScheduler(Scheduler):
                 f"this token may run {token.monthly_limit} executions per calendar month (UTC)",
                 retry_after=_next_month_seconds())
         if verdict == "full":
-            self._queued = max(self._queued, self.queue_size)
+            self._shared_queued = max(self._shared_queued, self.queue_size)
             return QueueFull(f"the cluster's queue is full ({self.queue_size} jobs); retry later",
                              retry_after=self.retry_after())
         return PestoError(f"the store refused the job ({verdict})")
@@ -258,11 +219,11 @@ class ClusterScheduler(Scheduler):
 
     def _on_queue(self, _payload: str) -> None:
         self._maybe_queued = True
-        self._queued = max(self._queued, 1)     # a job waits: borrowed slots go back
+        self._shared_queued = max(self._shared_queued, 1)   # a job waits: lent slots go back
         self._wake.set()
 
     def _jobs_waiting(self) -> bool:
-        return self._queued > 0
+        return self._shared_queued > 0
 
     async def _claim_loop(self) -> None:
         while not self._closing:
@@ -273,53 +234,48 @@ class ClusterScheduler(Scheduler):
             self._wake.clear()
             if self._closing:
                 return
-            free = self.workers - self._running
+            free = self.workers - self._busy()
             if free <= 0:
                 continue
-            self._running += free          # booked while the claim is in flight
-            self._claiming = free
+            self._claiming = free          # booked while the claim is in flight
             claimed: list[tuple[Job, str, int | None]] = []
             try:
                 claimed = await self._store.claim(self.node_id, free, utcnow())
             except Exception:
                 log.exception("claiming queued jobs failed; will retry")
                 await asyncio.sleep(POLL_INTERVAL)
-            finally:
-                self._claiming = 0
-                self._running -= free - len(claimed)
             if self._closing and claimed:
                 # Claimed while shutting down: nothing ran; give them back.
-                self._running -= len(claimed)
+                self._claiming = 0
                 await self._store.unclaim(self.node_id, [job.id for job, _, _ in claimed])
                 return
-            self._queued = max(0, self._queued - len(claimed))
+            self._shared_queued = max(0, self._shared_queued - len(claimed))
             if len(claimed) < free:
                 self._maybe_queued = False
-            for job, token_name, max_concurrency in claimed:
-                await self._run_claimed(job, token_name, max_concurrency)
+            # Each claimed job takes its slot from the booking in the same step.
+            self._claiming = 0
+            unreadable = [(job, why) for job, token_name, limit in claimed
+                          if (why := self._run_claimed(job, token_name, limit)) is not None]
+            for job, why in unreadable:
+                await self._store.finish_job(job.id, JobStatus.FAILED, utcnow(), error=error_json(
+                    Interrupted(f"the stored request could not be read back: {why}")))
             if claimed and len(claimed) == free:
                 self._wake.set()            # there may be more
 
-    async def _run_claimed(self, job: Job, token_name: str, max_concurrency: int | None) -> None:
+    def _run_claimed(self, job: Job, token_name: str, max_concurrency: int | None) -> str | None:
+        """Start a claimed job; else why its stored request cannot be read back."""
         try:
             request = parse_request(json.loads(job.request))
         except (PestoError, ValueError) as exc:
-            self._running -= 1
-            await self._store.finish_job(job.id, JobStatus.FAILED, utcnow(), error=error_json(
-                Interrupted(f"the stored request could not be read back: {exc}")))
-            return
-        entry = self._remote.pop(job.id, None)    # submitted here: its waiter is here too
+            return str(exc)
+        entry = self._remote.get(job.id)    # submitted here: its waiter is here too
         if entry is None:
-            entry = _Entry(job_id=job.id, request=request, token_id=job.token_id,
-                           token_name=token_name, created=time.monotonic(),
-                           done=asyncio.get_running_loop().create_future(),
-                           max_concurrency=max_concurrency)
-        entry.running_in_store = True
+            entry = self._new_entry(job.id, request, job.token_id, token_name, max_concurrency)
+        self._move(entry, State.STARTING)
         if self._early_cancels.pop(job.id, None) is not None:
-            entry.cancel_requested = True   # `_run` records it cancelled before running it
-        self._entries[job.id] = entry
-        self._per_token[entry.token_id] += 1
-        self._start(entry)
+            self._move(entry, State.CANCELLING)   # `_run` saves it cancelled without running it
+        self._start(entry, mark_running=False)
+        return None
 
     # --- finishes and cancels from other nodes ----------------------------------
 
@@ -327,21 +283,19 @@ class ClusterScheduler(Scheduler):
         for watcher in self._watchers.pop(job_id, ()):
             if not watcher.done():
                 watcher.set_result(None)
-        entry = self._remote.pop(job_id, None)
+        entry = self._remote.get(job_id)
         if entry is not None:
             self._spawn(self._settle_remote(entry), f"settle-{job_id}")
 
-    async def _settle_remote(self, entry: _Entry) -> None:
+    async def _settle_remote(self, entry: Entry) -> None:
+        """Tell a waiter here the saved outcome of its job, once finished elsewhere."""
         try:
             job = await self._store.job_by_id(entry.job_id)
         except Exception:
             log.exception("job %s: could not read its outcome; will retry", entry.job_id)
-            self._remote.setdefault(entry.job_id, entry)    # the poll tries again
-            return
-        if job is not None and not job.status.finished:
-            self._remote.setdefault(entry.job_id, entry)
-            return
-        self._settle(entry, outcome_of(job))
+            return                                  # still REMOTE: the poll tries again
+        if entry.state is State.REMOTE and (job is None or job.status.finished):
+            self._tell(entry, outcome_of(job))
 
     def _on_cancel(self, job_id: str) -> None:
         entry = self._entries.get(job_id)
@@ -361,13 +315,13 @@ class ClusterScheduler(Scheduler):
             await super().cancel(job_id, token_id)
             return
         entry = self._remote.get(job_id)    # before the await: its pesto_done may come first
+        # The store saves the cancel only if the job is still queued (pesto.outcomes).
         body = await self._store.cancel_queued(job_id, token_id, utcnow())
         if body is not None:
-            self._queued = max(0, self._queued - 1)
+            self._shared_queued = max(0, self._shared_queued - 1)
             # No node ran it, so none logs or counts it: the node that cancelled it does.
             if entry is not None:
-                self._remote.pop(job_id, None)
-                self._settle(entry, Outcome(JobStatus.CANCELLED, error=JobCancelled(
+                self._tell(entry, Outcome(JobStatus.CANCELLED, error=JobCancelled(
                     "the job was cancelled before it started")))
                 self._log(entry, JobStatus.CANCELLED, None, None)
             else:
@@ -407,7 +361,7 @@ class ClusterScheduler(Scheduler):
         while True:
             try:
                 await self._store.heartbeat(self.node_id, self.node_name, self.workers,
-                                            self._running)
+                                            self._busy())
                 if not self._store.listening:
                     log.warning("the LISTEN connection was lost; reconnecting")
                     await self._listen()
@@ -417,9 +371,9 @@ class ClusterScheduler(Scheduler):
                     log.warning("failed %d job(s) of node(s) silent for over %.1f s: %s",
                                 len(reaped), self.lease, ", ".join(r[0] for r in reaped))
                     await self._callbacks(reaped)
-                self._queued = await self._store.queued_count()
+                self._shared_queued = await self._store.queued_count()
                 # Waiters whose finish notification was missed (not those still inserting).
-                waited = [job_id for job_id in self._remote if job_id not in self._inserting]
+                waited = [job_id for job_id, e in self._remote.items() if e.inserting is None]
                 if waited:
                     for job_id in await self._store.finished_among(waited):
                         self._on_done(job_id)
@@ -437,10 +391,7 @@ class ClusterScheduler(Scheduler):
             await asyncio.gather(self._claimer, return_exceptions=True)
         await super().close(timeout)
         for entry in list(self._remote.values()):
-            self._settle(entry, Outcome(JobStatus.QUEUED, error=ShuttingDown(
-                f"this node shut down while job {entry.job_id} waited; another node runs it: "
-                "fetch it with GET /api/jobs/<id>", retry_after=5)))
-        self._remote.clear()
+            self._tell(entry, self._left_queued(entry))
         if self._beater is not None:
             self._beater.cancel()
             await asyncio.gather(self._beater, return_exceptions=True)

@@ -140,3 +140,15 @@ class TooManyPending(PestoError):
     """The bound on requests waiting for review is reached."""
     status_code = 503
     code = "TOO_MANY_PENDING"
+
+
+class JobCancelled(PestoError):
+    """A job was cancelled (DELETE /api/jobs/<id>) while its client waited for it."""
+    status_code = 409
+    code = "JOB_CANCELLED"
+
+
+class Interrupted(PestoError):
+    """The server stopped (crash or shutdown) while the job was running."""
+    status_code = 500
+    code = "INTERRUPTED"

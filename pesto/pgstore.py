@@ -28,7 +28,6 @@ lock, so several nodes starting at once apply each one exactly once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Callable
 
@@ -265,10 +264,6 @@ class PgStore:
         self.path = safe_url(url)       # what logs print where SQLite prints its file
         self._listener: asyncpg.Connection | None = None
         self._callbacks: dict[str, Callable[[str], None]] = {}
-        # Finishes in flight, by job id: a read of the job on this node waits for its
-        # finish, so an answer written before the finish's commit (Scheduler.record)
-        # is never contradicted by a later read here.
-        self._finishing: dict[str, asyncio.Future[None]] = {}
 
     @classmethod
     async def open(cls, url: str) -> "PgStore":
@@ -517,16 +512,6 @@ class PgStore:
     async def finish_job(self, job_id: str, status: JobStatus, finished_at: str, *,
                          result: str | None = None, error: str | None = None) -> None:
         """Record the end of a job still queued or running; NOTIFY `pesto_done` if it was."""
-        done = asyncio.get_running_loop().create_future()
-        self._finishing[job_id] = done       # before the first await (see __init__)
-        try:
-            await self._execute_finish(job_id, status, finished_at, result, error)
-        finally:
-            del self._finishing[job_id]
-            done.set_result(None)
-
-    async def _execute_finish(self, job_id: str, status: JobStatus, finished_at: str,
-                              result: str | None, error: str | None) -> None:
         await self._pool.execute(
             "WITH u AS (UPDATE jobs SET status = $2, finished_at = $3, result = $4, error = $5"
             "   WHERE id = $1 AND status IN ('queued', 'running') RETURNING id)"
@@ -544,9 +529,6 @@ class PgStore:
 
     async def get_job(self, job_id: str, token_id: int) -> Job | None:
         """The job if it exists and belongs to this token, else None."""
-        finishing = self._finishing.get(job_id)
-        if finishing is not None:
-            await asyncio.shield(finishing)
         row = await self._pool.fetchrow(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = $1 AND token_id = $2", job_id, token_id)
         return None if row is None else _job(row)

@@ -1,25 +1,26 @@
 """The scheduler: a bounded queue in front of a fixed number of run slots.
 
-- A job takes a slot before it takes any work: `submit` either reserves a free
+- A job takes a slot before it takes any work: `submit` either books a free
   slot at once (the job is persisted already `running`, one write on the hot
   path) or a place in the bounded queue (persisted `queued`); a full queue is
   `QueueFull` (503), a token over its concurrency limit is `TooManyJobs` (429).
-- Each run is one named task (`job-<id>`); when it ends it records the
-  outcome, frees its slot and starts the oldest queued job. A completed job
-  whose client waits (`POST /api/execute`) is recorded by that client's
-  handler right after the answer is written, in the same step of the event
-  loop (`record`), so that the commit is not on the answer's path and no
-  later request can see the job unfinished; if the handler never does, a
-  timer records it (`RECORD_GRACE`), and so does `close`.
+- Each job here is in one `State`; `_move` is the only code that changes it,
+  and keeps the counts of slots and queue places taken (in all and per
+  token) that the limits read.
+- Each run is one named task (`job-<id>`). When its outcome is known the job
+  gives up its slot (the oldest queued job starts), and `pesto.outcomes`
+  saves the outcome, then hands it to the waiter: a waiting handler only
+  awaits `wait`, and answers what is saved.
 - Cancelling a queued job drops it from the queue; cancelling a running one
   cancels its task, which makes the engine kill the run.
 - `recover` (start-up) fails every job a crash left `running` — untrusted code
   is never silently run twice — and queues every job left `queued`.
 - `close` (shutdown) stops intake, lets running jobs finish within the
-  timeout, then cancels the rest and records them failed. Queued jobs stay
+  timeout, then cancels the rest and saves them failed. Queued jobs stay
   `queued` in the store and run after the next start.
 
-The scheduler knows jobs, tokens and the engine; it knows nothing of HTTP or SQL.
+The scheduler knows jobs, tokens and the engine (any `EngineLike`); it knows
+nothing of HTTP or SQL.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import enum
 import json
 import logging
 import math
@@ -37,16 +39,19 @@ from typing import Protocol
 import attrs
 import msgspec
 
-from pesto.errors import (PestoError, QueueFull, SandboxError, ShuttingDown, TooManyJobs)
+from pesto.errors import (Interrupted, JobCancelled, PestoError, QueueFull, SandboxError,
+                          ShuttingDown, TooManyJobs)
 from pesto.metrics import Metrics
 from pesto.models import ExecuteRequest, ExecuteResult, JudgeResult, Status, parse_request
+from pesto.outcomes import OnFinish, Outcome, Outcomes, error_json, still_queued
 from pesto.store import Job, JobStatus, Store, Token, utcnow
+
+__all__ = ["EngineLike", "Entry", "Interrupted", "JobCancelled", "Outcome", "Scheduler", "State",
+           "error_json"]
 
 log = logging.getLogger("pesto.jobs")
 
 _encode = msgspec.json.Encoder().encode
-
-RECORD_GRACE = 1.0      # seconds a waiting handler has to record its job's outcome
 
 
 class EngineLike(Protocol):
@@ -54,51 +59,60 @@ class EngineLike(Protocol):
                       lender: "_Lender") -> ExecuteResult | JudgeResult: ...
 
 
-class JobCancelled(PestoError):
-    """A job was cancelled (DELETE /api/jobs/<id>) while its client waited for it."""
-    status_code = 409
-    code = "JOB_CANCELLED"
+class Hold(enum.Enum):
+    NOTHING = 0
+    PLACE = 1       # a place in the bounded queue
+    SLOT = 2        # a run slot
 
 
-class Interrupted(PestoError):
-    """The server stopped (crash or shutdown) while the job was running."""
-    status_code = 500
-    code = "INTERRUPTED"
+class State(enum.Enum):
+    """Where a job is in this scheduler; `holds` is what it takes from the limits."""
+    NEW = "new"                  # made, not yet booked
+    QUEUED = "queued"            # in the queue (its insert may be in flight)
+    STARTING = "starting"        # has a slot; its task has not entered the engine yet
+    RUNNING = "running"          # in the engine: cancelling its task kills the run
+    CANCELLING = "cancelling"    # cancelled while holding a slot: its task ends it cancelled
+    ENDING = "ending"            # its outcome is known and being saved (pesto.outcomes)
+    REMOTE = "remote"            # pesto.cluster: waited on here, queued or run elsewhere
+    DONE = "done"                # saved and handed over, or never stored; forgotten
+
+    @property
+    def holds(self) -> Hold:
+        return _HOLDS.get(self, Hold.NOTHING)
+
+    @property
+    def tracked(self) -> bool:
+        """Whether the job is in `Scheduler._entries` (a cancel here can reach it)."""
+        return self not in (State.NEW, State.REMOTE, State.DONE)
 
 
-def error_json(exc: PestoError) -> str:
-    return json.dumps({"code": exc.code, "message": exc.message})
-
-
-@attrs.frozen
-class Outcome:
-    status: JobStatus
-    result: bytes | None = None          # the execute response as JSON, when completed
-    error: PestoError | None = None      # why, when failed or cancelled
+_HOLDS = {State.QUEUED: Hold.PLACE, State.STARTING: Hold.SLOT, State.RUNNING: Hold.SLOT,
+          State.CANCELLING: Hold.SLOT}
 
 
 @attrs.define(eq=False)
-class _Entry:
+class Entry:
+    """One job in the scheduler; `submit` returns it, `wait` takes it."""
     job_id: str
     request: ExecuteRequest
     token_id: int
     token_name: str
-    created: float                       # monotonic, for the log line
-    done: asyncio.Future[Outcome]
+    max_concurrency: int | None          # the token's limit, for slots lent to the job
+    created: float                       # the scheduler's clock, for the log line
+    done: asyncio.Future[Outcome]        # resolved with the outcome once it is saved
+    state: State = State.NEW
     task: asyncio.Task[None] | None = None
-    queued: bool = False                 # sitting in the deque
-    running_in_store: bool = False       # persisted as running already
-    executing: bool = False              # inside engine.execute: cancelling kills the run
-    cancel_requested: bool = False
-    waiter_records: bool = False         # a waiting handler records a completed outcome
-    max_concurrency: int | None = None   # the token's limit, for slots lent to the job
+    # Resolved when the job's insert has returned (stored, or refused and dropped):
+    # a cancel acts on a stored job only.
+    inserting: asyncio.Future[None] | None = None
+    lent: int = 0                        # extra slots lent to it (pesto.judging)
 
 
 @attrs.define(eq=False)
 class _Lender:
     """What pesto.judging may borrow extra slots from, for one running job."""
     scheduler: "Scheduler"
-    entry: _Entry
+    entry: Entry
 
     def try_borrow(self) -> bool:
         return self.scheduler._borrow(self.entry)
@@ -110,43 +124,76 @@ class _Lender:
         return self.scheduler._jobs_waiting()
 
 
-@attrs.define(eq=False)
-class _Unrecorded:
-    entry: _Entry
-    outcome: Outcome
-    timer: asyncio.TimerHandle | None = None
-
-
 class Scheduler:
     def __init__(self, engine: EngineLike, store: Store, *, workers: int, queue_size: int,
-                 shutdown_timeout: float, metrics: Metrics | None = None) -> None:
+                 shutdown_timeout: float, metrics: Metrics | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`clock` (seconds, monotonic) times queue waits and runs, for the log and Retry-After."""
         self._engine = engine
         self.metrics = metrics or Metrics()
         self._store = store
+        self.outcomes = Outcomes(store)
+        self._clock = clock
         self.workers = max(1, workers)
         self.queue_size = max(0, queue_size)
         self._shutdown_timeout = shutdown_timeout
-        self._queue: collections.deque[_Entry] = collections.deque()
-        self._queued = 0                  # queue places taken, including inserts in flight
-        self._running = 0                 # slots taken
-        self._entries: dict[str, _Entry] = {}
+        self._queue: collections.deque[Entry] = collections.deque()
+        self._entries: dict[str, Entry] = {}
+        # Kept by `_move` (and `_lend` for lent slots) only.
+        self._held: collections.Counter[Hold] = collections.Counter()
         self._per_token: collections.Counter[int] = collections.Counter()
-        self._unrecorded: dict[str, _Unrecorded] = {}   # answered before recorded (see record)
-        self._late: set[asyncio.Future[None]] = set()
+        self._lent = 0
         self._closing = False
         self._avg_run = 0.5               # seconds, moving average, for Retry-After
-        # Called with (job id, token id, callback URL) once a job's end is recorded.
-        self.on_finish: Callable[[str, int, str], Awaitable[None]] | None = None
+
+    @property
+    def on_finish(self) -> OnFinish | None:
+        """Called with (job id, token id, callback URL) once a job's end is saved."""
+        return self.outcomes.on_finish
+
+    @on_finish.setter
+    def on_finish(self, callback: OnFinish | None) -> None:
+        self.outcomes.on_finish = callback
 
     # --- state -----------------------------------------------------------------
 
+    def _move(self, entry: Entry, state: State) -> None:
+        """The one transition of a job's state: keeps `_entries` and the counts in step."""
+        old = entry.state
+        if old is state:
+            return
+        entry.state = state
+        self._held[old.holds] -= 1
+        self._held[state.holds] += 1
+        if (old.holds is Hold.NOTHING) != (state.holds is Hold.NOTHING):
+            self._count_token(entry.token_id, 1 if old.holds is Hold.NOTHING else -1)
+        if state.tracked and not old.tracked:
+            self._entries[entry.job_id] = entry
+        elif old.tracked and not state.tracked:
+            del self._entries[entry.job_id]
+
+    def _count_token(self, token_id: int, change: int) -> None:
+        self._per_token[token_id] += change
+        if self._per_token[token_id] <= 0:
+            del self._per_token[token_id]
+
+    def _busy(self) -> int:
+        """Slots taken: by jobs here and lent to judged jobs."""
+        return self._held[Hold.SLOT] + self._lent
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for a slot (pesto.cluster: in the shared queue)."""
+        return self._held[Hold.PLACE]
+
     @property
     def accepting(self) -> bool:
-        return not self._closing and (self._running < self.workers or self._queued < self.queue_size)
+        return not self._closing and (self._busy() < self.workers or self.queued < self.queue_size)
 
     def stats(self) -> dict[str, int]:
-        return {"running": self._running, "queued": self._queued, "workers": self.workers,
-                "queueSize": self.queue_size, "tracked": len(self._entries)}
+        return {"running": self._held[Hold.SLOT] + self._lent, "queued": self.queued,
+                "workers": self.workers, "queueSize": self.queue_size,
+                "tracked": len(self._entries)}
 
     @property
     def closing(self) -> bool:
@@ -154,92 +201,120 @@ class Scheduler:
 
     def retry_after(self) -> int:
         """Seconds a client should wait before trying again when the queue is full."""
-        wait = self._avg_run * (1 + self._queued / self.workers)
+        wait = self._avg_run * (1 + self.queued / self.workers)
         return max(1, min(60, math.ceil(wait)))
+
+    def _new_entry(self, job_id: str, request: ExecuteRequest, token_id: int, token_name: str,
+                   max_concurrency: int | None) -> Entry:
+        return Entry(job_id=job_id, request=request, token_id=token_id, token_name=token_name,
+                     max_concurrency=max_concurrency, created=self._clock(),
+                     done=asyncio.get_running_loop().create_future())
+
+    def _tell(self, entry: Entry, outcome: Outcome) -> bool:
+        """Forget the job and give its waiter `outcome` (saved, or what the store holds);
+        False when it was told already."""
+        if entry.state is State.DONE:
+            return False
+        self._move(entry, State.DONE)
+        if not entry.done.done():
+            entry.done.set_result(outcome)
+        return True
 
     # --- intake ----------------------------------------------------------------
 
-    async def submit(self, job_id: str, request: ExecuteRequest, body: str, token: Token, *,
-                     waiter_records: bool = False) -> _Entry:
-        """Persist and schedule a validated job; returns a handle for `wait`.
+    def _refuse_if_closing(self) -> None:
+        if self._closing:
+            raise ShuttingDown("the server is shutting down; retry shortly", retry_after=5)
 
-        With `waiter_records`, the caller waits for the outcome and, when it
-        is `completed`, calls `record(job_id)` once it has answered.
+    async def submit(self, job_id: str, request: ExecuteRequest, body: str,
+                     token: Token) -> Entry:
+        """Persist and schedule a validated job; returns a handle for `wait`.
 
         Raises ShuttingDown / QueueFull (503) or TooManyJobs (429) before
         anything is written.
         """
-        if self._closing:
-            raise ShuttingDown("the server is shutting down; retry shortly", retry_after=5)
+        self._refuse_if_closing()
         if token.max_concurrency is not None and self._per_token[token.id] >= token.max_concurrency:
             raise TooManyJobs(
                 f"this token may have {token.max_concurrency} jobs queued or running at once; "
                 "wait for one to finish", retry_after=max(1, math.ceil(self._avg_run)))
-        start_now = self._running < self.workers and self._queued == 0
-        if not start_now and self._queued >= self.queue_size:
+        start_now = self._busy() < self.workers and self.queued == 0
+        if not start_now and self.queued >= self.queue_size:
             raise QueueFull(f"the server's queue is full ({self.queue_size} jobs); retry later",
                             retry_after=self.retry_after())
-        # Book the slot or queue place before the first await, so concurrent
-        # submits cannot overbook.
-        entry = _Entry(job_id=job_id, request=request, token_id=token.id, token_name=token.name,
-                       created=time.monotonic(), done=asyncio.get_running_loop().create_future(),
-                       running_in_store=start_now, waiter_records=waiter_records,
-                       max_concurrency=token.max_concurrency)
-        self._entries[job_id] = entry
-        self._per_token[token.id] += 1
-        if start_now:
-            self._running += 1
-        else:
-            self._queued += 1
+        entry = self._new_entry(job_id, request, token.id, token.name, token.max_concurrency)
+        # Booked before the first await, so concurrent submits cannot overbook.
+        self._move(entry, State.STARTING if start_now else State.QUEUED)
         now = utcnow()
         job = Job(id=job_id, token_id=token.id,
                   status=JobStatus.RUNNING if start_now else JobStatus.QUEUED,
                   request=body, created_at=now, started_at=now if start_now else None)
+        await self._insert(entry, self._store.insert_job(job))
+        return await self._admit(entry)
+
+    async def _insert(self, entry: Entry, insert: Awaitable[str | None]) -> str | None:
+        """Await a booked job's insert; returns the store's refusal (None: stored).
+
+        A refused or failed insert drops the job before a cancel waiting for
+        the insert (`Entry.inserting`) looks at it.
+        """
+        entry.inserting = asyncio.get_running_loop().create_future()
+        refusal: str | None = "error"
         try:
-            await self._store.insert_job(job)
-        except BaseException:
-            self._forget(entry)
-            if start_now:
-                self._running -= 1
-            else:
-                self._queued -= 1
-            self._dispatch()
-            raise
-        if start_now and self._closing:       # shutdown began during the insert
-            self._running -= 1
-            self._forget(entry)
+            refusal = await insert
+            return refusal
+        finally:
+            if refusal is not None:
+                self._drop(entry)
+            entry.inserting.set_result(None)
+            entry.inserting = None
+
+    def _drop(self, entry: Entry) -> None:
+        """A booked job that was not stored: give back what it booked."""
+        self._move(entry, State.DONE)
+        self._dispatch()
+
+    async def _admit(self, entry: Entry) -> Entry:
+        """A booked job is stored: queue it or start it, unless a shutdown began meanwhile."""
+        if entry.state is State.DONE:                     # told by `close` already
+            return entry
+        if entry.state.holds is not Hold.SLOT:            # queued, here or in the shared queue
+            if self._closing:
+                self._tell(entry, self._left_queued(entry))
+            elif entry.state is State.QUEUED:
+                self._queue.append(entry)
+                self._dispatch()
+            return entry
+        if self._closing:
+            # Stored `running` but it never ran: saved failed, the client retries.
             exc = ShuttingDown("the server is shutting down; retry shortly", retry_after=5)
-            await self._store.finish_job(job_id, JobStatus.FAILED, utcnow(), error=error_json(exc))
+            await self._end(entry, Outcome(JobStatus.FAILED, error=exc), counted=False)
             raise exc
-        if start_now:
-            self._start(entry)
-        elif entry.cancel_requested:          # cancelled while its insert was in flight
-            self._queued -= 1
-            await self._finish_cancelled_queued(entry)
-        else:
-            entry.queued = True
-            self._queue.append(entry)
-            self._dispatch()
+        self._start(entry, mark_running=False)
         return entry
+
+    def _left_queued(self, entry: Entry) -> Outcome:
+        return still_queued(
+            f"the server shut down before job {entry.job_id} started; it runs after the "
+            "next start: fetch it with GET /api/jobs/<id>")
 
     def check_room(self, token: Token, count: int) -> None:
         """Raise what `submit` would raise for the last of `count` jobs submitted
         now (a batch is taken whole or not at all); nothing is booked."""
-        if self._closing:
-            raise ShuttingDown("the server is shutting down; retry shortly", retry_after=5)
+        self._refuse_if_closing()
         if token.max_concurrency is not None and \
                 self._per_token[token.id] + count > token.max_concurrency:
             raise TooManyJobs(
                 f"this token may have {token.max_concurrency} jobs queued or running at once "
                 f"({self._per_token[token.id]} now, {count} more asked)",
                 retry_after=max(1, math.ceil(self._avg_run)))
-        free = self.workers - self._running if self._queued == 0 else 0
-        if count - max(0, free) > self.queue_size - self._queued:
+        free = self.workers - self._busy() if self.queued == 0 else 0
+        if count - max(0, free) > self.queue_size - self.queued:
             raise QueueFull(f"the server's queue has no room for {count} more jobs; retry later",
                             retry_after=self.retry_after())
 
-    async def wait(self, entry: _Entry) -> Outcome:
-        """The job's outcome; a waiter going away does not cancel the job."""
+    async def wait(self, entry: Entry) -> Outcome:
+        """The job's outcome, once saved; a waiter going away does not cancel the job."""
         return await asyncio.shield(entry.done)
 
     async def recover(self) -> tuple[int, int]:
@@ -248,15 +323,7 @@ class Scheduler:
         failed = await self._store.fail_running(utcnow(), error_json(Interrupted(
             "the server stopped while this job was running; it was not run again "
             "(untrusted code is never re-run silently): submit it again")))
-        # Their callbacks are due as for any job that ended.
-        for job_id, token_id, body in interrupted:
-            if self.on_finish is not None and '"callbackUrl"' in body:
-                try:
-                    url = parse_request(json.loads(body)).callback_url
-                except (PestoError, ValueError):
-                    continue
-                if url:
-                    await self.on_finish(job_id, token_id, url)
+        await self._callbacks(interrupted)
         requeued = 0
         for job, token in await self._store.queued_jobs():
             try:
@@ -266,13 +333,8 @@ class Scheduler:
                     Interrupted(f"the stored request could not be read back: {exc}")))
                 failed += 1
                 continue
-            entry = _Entry(job_id=job.id, request=request, token_id=token.id,
-                           token_name=token.name, created=time.monotonic(),
-                           done=asyncio.get_running_loop().create_future(), queued=True,
-                           max_concurrency=token.max_concurrency)
-            self._entries[job.id] = entry
-            self._per_token[token.id] += 1
-            self._queued += 1                  # recovery may exceed the bound: nothing is dropped
+            entry = self._new_entry(job.id, request, token.id, token.name, token.max_concurrency)
+            self._move(entry, State.QUEUED)    # recovery may exceed the bound: nothing is dropped
             self._queue.append(entry)
             requeued += 1
         if failed or requeued:
@@ -281,86 +343,85 @@ class Scheduler:
         self._dispatch()
         return failed, requeued
 
+    async def _callbacks(self, ended: list[tuple[str, int, str]]) -> None:
+        """Queue the callbacks of jobs saved as ended without a run here: (id, token id, request)."""
+        for job_id, token_id, body in ended:
+            if self.on_finish is None or '"callbackUrl"' not in body:
+                continue
+            try:
+                url = parse_request(json.loads(body)).callback_url
+            except (PestoError, ValueError):
+                continue
+            await self.outcomes.callback(job_id, token_id, url)
+
     # --- cancel ----------------------------------------------------------------
 
     async def cancel(self, job_id: str, token_id: int) -> None:
-        """Cancel the token's job if it is queued or running here; returns once recorded.
+        """Cancel the token's job if it is queued or running here; returns once saved.
 
         Unknown, foreign and finished jobs are left alone (the caller reads the store).
         """
         entry = self._entries.get(job_id)
         if entry is None or entry.token_id != token_id:
             return
-        if entry.cancel_requested:
-            await asyncio.shield(entry.done)
+        if entry.inserting is not None:
+            await asyncio.shield(entry.inserting)
+        state = entry.state
+        if state is State.DONE:                    # its insert failed, or a shutdown told it
             return
-        entry.cancel_requested = True
-        if entry.task is None:
-            if entry.queued:                   # still waiting for a slot
-                self._queue.remove(entry)
-                entry.queued = False
-                self._queued -= 1
-                await self._finish_cancelled_queued(entry)
-            # else: its insert is in flight; `submit` sees the flag and finishes it.
-            else:
-                return
-        elif entry.executing:
+        if state is State.QUEUED:
+            self._queue.remove(entry)
+            self._move(entry, State.ENDING)       # before any await: one cancel acts
+            # Shielded: the handler going away must not cut the save short.
+            await asyncio.shield(self._end(entry, Outcome(JobStatus.CANCELLED, error=JobCancelled(
+                "the job was cancelled before it started"))))
+            return
+        if state is State.STARTING:
+            # Its task has not run a step: cancelling it would skip the whole body (no
+            # outcome, no slot back), so the task reads the state when it starts.
+            self._move(entry, State.CANCELLING)
+        elif state is State.RUNNING:
+            self._move(entry, State.CANCELLING)
+            assert entry.task is not None
             entry.task.cancel()
+        # CANCELLING, ENDING: a cancel or the end is under way.
         await asyncio.shield(entry.done)
-
-    async def _finish_cancelled_queued(self, entry: _Entry) -> None:
-        exc = JobCancelled("the job was cancelled before it started")
-        try:
-            await self._store.finish_job(entry.job_id, JobStatus.CANCELLED, utcnow())
-            await self._finished(entry)
-        finally:
-            self._forget(entry)
-            self._settle(entry, Outcome(JobStatus.CANCELLED, error=exc))
-            self._log(entry, JobStatus.CANCELLED, None, None)
 
     # --- running ---------------------------------------------------------------
 
     def _dispatch(self) -> None:
         if self._closing:                # queued jobs wait for the next start
             return
-        while self._running < self.workers and self._queue:
+        while self._busy() < self.workers and self._queue:
             entry = self._queue.popleft()
-            entry.queued = False
-            self._queued -= 1
-            self._running += 1
-            self._start(entry)
+            self._move(entry, State.STARTING)
+            self._start(entry, mark_running=True)
 
-    def _start(self, entry: _Entry) -> None:
-        entry.task = asyncio.create_task(self._run(entry), name=f"job-{entry.job_id}")
+    def _start(self, entry: Entry, *, mark_running: bool) -> None:
+        entry.task = asyncio.create_task(self._run(entry, mark_running),
+                                         name=f"job-{entry.job_id}")
 
-    async def _run(self, entry: _Entry) -> None:
-        started = time.monotonic()
-        result: ExecuteResult | None = None
-        # Cancelling a task before its first step would skip this whole body
-        # (no outcome, no slot released), so `cancel` only cancels the task
-        # once `executing` is set here, and flags it otherwise.
-        entry.executing = True
+    async def _run(self, entry: Entry, mark_running: bool) -> None:
+        started = self._clock()
+        result: ExecuteResult | JudgeResult | None = None
         try:
-            if entry.cancel_requested:
+            if entry.state is State.CANCELLING:
                 raise asyncio.CancelledError
-            if not entry.running_in_store:
+            self._move(entry, State.RUNNING)
+            if mark_running:
                 await self._store.mark_running(entry.job_id, utcnow())
-                entry.running_in_store = True
             # Only a job with test cases can use more than its own slot.
             lend = {"lender": _Lender(self, entry)} if entry.request.test_cases else {}
             result = await self._engine.execute(entry.request, entry.job_id, **lend)
-            entry.executing = False
             outcome = Outcome(JobStatus.COMPLETED, result=_encode(result))
         except asyncio.CancelledError:
-            entry.executing = False
-            if entry.cancel_requested:
+            if entry.state is State.CANCELLING:
                 outcome = Outcome(JobStatus.CANCELLED,
                                   error=JobCancelled("the job was cancelled while it ran"))
             else:
                 outcome = Outcome(JobStatus.FAILED, error=Interrupted(
                     "the server shut down before the job finished; submit it again"))
         except PestoError as exc:
-            entry.executing = False
             log.error("job %s: %s: %s", entry.job_id, exc.code, exc.message)
             if isinstance(exc, SandboxError):
                 self.metrics.sandbox_failures.inc()
@@ -370,86 +431,27 @@ class Scheduler:
                                  "marked failed and the failure was logged")
             outcome = Outcome(JobStatus.FAILED, error=exc)
         except Exception:
-            entry.executing = False
             log.exception("job %s: unexpected error", entry.job_id)
             outcome = Outcome(JobStatus.FAILED, error=PestoError(
                 "internal error while running the job; it was marked failed"))
-        elapsed = time.monotonic() - started
+        elapsed = self._clock() - started
         self._avg_run = 0.9 * self._avg_run + 0.1 * elapsed
-        # Nothing cancels this task once `executing` is off; the slot is
-        # released whatever happens.
-        try:
-            if entry.waiter_records and outcome.status is JobStatus.COMPLETED:
-                # The waiting handler answers first, then records (see `record`).
-                pending = _Unrecorded(entry, outcome)
-                pending.timer = asyncio.get_running_loop().call_later(
-                    RECORD_GRACE, self._record_late, entry.job_id)
-                self._unrecorded[entry.job_id] = pending
-            else:
-                # Recorded before the answer, so a GET after it sees the job finished.
-                await self._record(entry, outcome)
-        finally:
-            self._running -= 1
-            self._forget(entry)
-            self._settle(entry, outcome)
-            self._dispatch()
+        await self._end(entry, outcome, result if outcome.status is JobStatus.COMPLETED else None,
+                        elapsed)
+
+    async def _end(self, entry: Entry, outcome: Outcome,
+                   result: ExecuteResult | JudgeResult | None = None,
+                   elapsed: float | None = None, *, counted: bool = True) -> None:
+        """The job's outcome is known: free its slot or place, then save and hand it over
+        (pesto.outcomes); nothing cancels it from here (state ENDING)."""
+        self._move(entry, State.ENDING)
+        self._dispatch()
+        await self.outcomes.conclude(entry.job_id, entry.token_id, entry.request.callback_url,
+                                     outcome, lambda told: self._tell(entry, told))
+        if counted:
             self._log(entry, outcome.status, result, elapsed)
 
-    async def record(self, job_id: str) -> None:
-        """Commit the outcome of a job whose waiting handler has just answered.
-
-        Called in the same step of the event loop as the answer's last write
-        (a Litestar background task), so the loop reads no other request in
-        between. Does nothing for a job already recorded.
-        """
-        pending = self._unrecorded.pop(job_id, None)
-        if pending is None:
-            return
-        if pending.timer is not None:
-            pending.timer.cancel()
-        await self._record(pending.entry, pending.outcome)
-
-    def _record_late(self, job_id: str) -> None:
-        """The handler did not record its job (it failed or went away): record it now."""
-        if job_id in self._unrecorded:
-            log.warning("job %s: its handler did not record the outcome; recorded late", job_id)
-            task = asyncio.ensure_future(self.record(job_id))
-            self._late.add(task)
-            task.add_done_callback(self._late.discard)
-
-    async def _record(self, entry: _Entry, outcome: Outcome) -> None:
-        try:
-            await self._store.finish_job(
-                entry.job_id, outcome.status, utcnow(),
-                result=outcome.result.decode() if outcome.result is not None else None,
-                error=error_json(outcome.error) if outcome.status is JobStatus.FAILED
-                and outcome.error is not None else None)
-        except Exception:
-            log.exception("job %s: could not record its outcome", entry.job_id)
-            return
-        await self._finished(entry)
-
-    async def _finished(self, entry: _Entry) -> None:
-        """A job's end is recorded: queue its callback, if it has one."""
-        if self.on_finish is not None and entry.request.callback_url:
-            try:
-                await self.on_finish(entry.job_id, entry.token_id, entry.request.callback_url)
-            except Exception:
-                log.exception("job %s: could not queue its callback", entry.job_id)
-
-    def _forget(self, entry: _Entry) -> None:
-        if self._entries.get(entry.job_id) is entry:
-            del self._entries[entry.job_id]
-            self._per_token[entry.token_id] -= 1
-            if self._per_token[entry.token_id] <= 0:
-                del self._per_token[entry.token_id]
-
-    @staticmethod
-    def _settle(entry: _Entry, outcome: Outcome) -> None:
-        if not entry.done.done():
-            entry.done.set_result(outcome)
-
-    def _log(self, entry: _Entry, status: JobStatus, result: ExecuteResult | None,
+    def _log(self, entry: Entry, status: JobStatus, result: ExecuteResult | None,
              elapsed: float | None) -> None:
         try:
             self._count(entry, status, result, elapsed)
@@ -458,7 +460,7 @@ class Scheduler:
         except Exception:
             log.exception("job %s: could not log its outcome", entry.job_id)
 
-    def _count(self, entry: _Entry, status: JobStatus, result: ExecuteResult | None,
+    def _count(self, entry: Entry, status: JobStatus, result: ExecuteResult | None,
                elapsed: float | None) -> None:
         # Labelled with the runtime's own name, not the alias or case the
         # client sent (which the answer echoes): label values must stay few.
@@ -478,12 +480,12 @@ class Scheduler:
             runs += [("run", case) for case in getattr(result, "test_cases", None) or ()]
             stages = tuple((name, stage.wall_time) for name, stage in runs
                            if stage.status != Status.SKIPPED)
-        waited = None if elapsed is None else time.monotonic() - entry.created - elapsed
+        waited = None if elapsed is None else self._clock() - entry.created - elapsed
         self.metrics.job_finished(language, version, status.value, waited, stages)
 
-    def _log_line(self, entry: _Entry, status: JobStatus, result: ExecuteResult | None,
+    def _log_line(self, entry: Entry, status: JobStatus, result: ExecuteResult | None,
                   elapsed: float | None) -> None:
-        waited = time.monotonic() - entry.created - (elapsed or 0.0)
+        waited = self._clock() - entry.created - (elapsed or 0.0)
         # The fields of the line, also given whole to a JSON log formatter
         # (`pesto serve --log-format json`). Never program output, never a token value.
         fields: dict[str, object] = {
@@ -513,47 +515,46 @@ class Scheduler:
         """Whether a job waits for a slot (pesto.cluster: in the shared queue)."""
         return bool(self._queue)
 
-    def _borrow(self, entry: _Entry) -> bool:
+    def _borrow(self, entry: Entry) -> bool:
         """One more slot for a running job: only while one is idle, no job is
         queued for it, and the token stays within its concurrency limit."""
         limit = entry.max_concurrency
-        if self._closing or self._running >= self.workers or self._jobs_waiting() or \
+        if self._closing or self._busy() >= self.workers or self._jobs_waiting() or \
                 (limit is not None and self._per_token[entry.token_id] >= limit):
             return False
-        self._running += 1
-        self._per_token[entry.token_id] += 1
+        self._lend(entry, 1)
         return True
 
-    def _give_back(self, entry: _Entry) -> None:
-        self._running -= 1
-        self._per_token[entry.token_id] -= 1
-        if self._per_token[entry.token_id] <= 0:
-            del self._per_token[entry.token_id]
+    def _give_back(self, entry: Entry) -> None:
+        self._lend(entry, -1)
         self._dispatch()
+
+    def _lend(self, entry: Entry, change: int) -> None:
+        self._lent += change
+        entry.lent += change
+        self._count_token(entry.token_id, change)
 
     # --- shutdown --------------------------------------------------------------
 
     async def close(self, timeout: float | None = None) -> None:
-        """Stop intake; let running jobs finish within the timeout, then cancel and fail them."""
+        """Stop intake; let running jobs finish within the timeout, then cancel and fail them.
+
+        Every job that ran here is saved (pesto.outcomes) before this returns;
+        jobs still queued stay `queued` in the store and run after the next start.
+        """
         self._closing = True
         timeout = self._shutdown_timeout if timeout is None else timeout
         tasks = {e.task for e in self._entries.values() if e.task is not None}
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout)
             for entry in list(self._entries.values()):
-                if entry.task in pending and entry.executing:
+                if entry.task in pending and entry.state is State.RUNNING:
                     entry.task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=max(1.0, timeout))
-        # Outcomes answered but not yet recorded (their handlers were cut short).
-        for job_id in list(self._unrecorded):
-            await self.record(job_id)
-        # Jobs still queued stay queued in the store and run after the next start.
-        left = [e for e in self._entries.values() if e.task is None]
+        left = [e for e in self._entries.values() if e.state is State.QUEUED]
+        self._queue.clear()
         for entry in left:
-            self._settle(entry, Outcome(JobStatus.QUEUED, error=ShuttingDown(
-                f"the server shut down before job {entry.job_id} started; it runs after the "
-                "next start: fetch it with GET /api/jobs/<id>", retry_after=5)))
+            self._tell(entry, self._left_queued(entry))
         if left:
             log.warning("shutdown: %d queued job(s) left for the next start", len(left))
-

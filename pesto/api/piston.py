@@ -23,7 +23,6 @@ from typing import Annotated, Any, Literal
 import msgspec
 import nodesemver
 from litestar import Request, Response, get, post
-from litestar.background_tasks import BackgroundTask
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 
@@ -350,16 +349,14 @@ async def v2_execute(request: Request[Any, Any, Any]) -> Response[bytes]:
         # File names, counts and ranges, as for /api/execute; its errors become
         # Piston's {"message"} below.
         execute_request = validate_request(native, services.settings, services.engine.registry)
-        entry = await submit_job(services, token, execute_request, _encode(native).decode(),
-                                 waiter_records=True)
+        entry = await submit_job(services, token, execute_request, _encode(native).decode())
     except (PestoError, HTTPException) as exc:
         return _error(to_pesto_error(exc))
     outcome = await services.scheduler.wait(entry)
     if outcome.status is JobStatus.COMPLETED and outcome.result is not None:
         body = answer(outcome.result, runtime, services.settings.output_limit)
         return Response(_encode(body), media_type="application/json",
-                        headers={"X-Pesto-Job": entry.job_id},
-                        background=BackgroundTask(services.scheduler.record, entry.job_id))
+                        headers={"X-Pesto-Job": entry.job_id})
     return _error(outcome.error or PestoError("the job ended without a result"))
 
 

@@ -12,7 +12,6 @@ from typing import Any
 import attrs
 import msgspec
 from litestar import Request, Response, delete, get, post
-from litestar.background_tasks import BackgroundTask
 from litestar.params import FromPath
 
 from pesto.api.auth import RateLimiter, caller
@@ -50,10 +49,9 @@ def _services(request: Request[Any, Any, Any]) -> Services:
 
 
 def _json(body: bytes | dict[str, Any], status: int = 200,
-          headers: dict[str, str] | None = None,
-          background: BackgroundTask | None = None) -> Response[bytes]:
+          headers: dict[str, str] | None = None) -> Response[bytes]:
     return Response(body if isinstance(body, bytes) else _encode(body), status_code=status,
-                    media_type=JSON, headers=headers, background=background)
+                    media_type=JSON, headers=headers)
 
 
 def _seconds_to_next_month(now: dt.datetime) -> int:
@@ -127,24 +125,22 @@ def _month_quota(token: Token, count: int = 1) -> None:
             hint=f"this token may run {token.monthly_limit} executions per calendar month (UTC)")
 
 
-async def _submit(request: Request[Any, Any, Any], *, waiter_records: bool = False):
+async def _submit(request: Request[Any, Any, Any]):
     token = await caller(request)
     services = _services(request)
     execute_request, body = await _read_job_request(request, services)
-    return services, await submit_job(services, token, execute_request, body,
-                                      waiter_records=waiter_records)
+    return services, await submit_job(services, token, execute_request, body)
 
 
 async def submit_job(services: Services, token: Token, execute_request: ExecuteRequest,
-                     body: str, *, waiter_records: bool = False):
+                     body: str):
     """Count a validated request against the token's month and hand it to the scheduler.
 
     Raises QuotaExceeded (429) and whatever `Scheduler.submit` raises.
     """
     _month_quota(token)
     job_id = uuid.uuid4().hex
-    return await services.scheduler.submit(job_id, execute_request, body, token,
-                                           waiter_records=waiter_records)
+    return await services.scheduler.submit(job_id, execute_request, body, token)
 
 
 @post("/api/execute", status_code=200, summary="Run a program and wait",
@@ -153,13 +149,11 @@ async def submit_job(services: Services, token: Token, execute_request: ExecuteR
                          "compile, testCases and summary instead of runtime; docs/judging.md)"),
                  **errors(400, 401, 409, 413, 415, 429, 500, 503)})
 async def execute(request: Request[Any, Any, Any]) -> Response[bytes]:
-    services, entry = await _submit(request, waiter_records=True)
+    services, entry = await _submit(request)
+    # Saved before it is handed over (pesto.outcomes): the answer is what the store holds.
     outcome = await services.scheduler.wait(entry)
     if outcome.status is JobStatus.COMPLETED and outcome.result is not None:
-        # The job is committed right after this answer is written, in the
-        # same step of the loop (Scheduler.record): off the answer's path.
-        return _json(outcome.result,
-                     background=BackgroundTask(services.scheduler.record, entry.job_id))
+        return _json(outcome.result)
     raise outcome.error or PestoError("the job ended without a result")
 
 

@@ -75,23 +75,20 @@ def test_queue_order_and_cancel_of_queued_job(data_dir: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_an_outcome_its_waiter_did_not_record_is_recorded_anyway(data_dir: Path) -> None:
-    """POST /api/execute answers first and records after (Scheduler.record);
-    a handler that never records (it failed, or went away) leaves its job
-    `running` only until RECORD_GRACE, and a shutdown records it at once."""
+def test_a_waiter_is_told_an_outcome_the_store_holds_already(data_dir: Path) -> None:
+    """pesto.outcomes: the outcome is saved, then handed over; a shutdown saves the
+    ends of the runs it waited for before `close` returns."""
     async def scenario() -> None:
         engine, store, token, scheduler = await _setup(data_dir)
         try:
-            late = await scheduler.submit("late", parse_request(HELLO), json.dumps(HELLO), token,
-                                          waiter_records=True)
-            assert (await asyncio.wait_for(scheduler.wait(late), 30)).status is JobStatus.COMPLETED
-            assert (await store.get_job("late", token.id)).status is JobStatus.RUNNING
-            await asyncio.sleep(1.5)                   # RECORD_GRACE is 1 s
-            assert (await store.get_job("late", token.id)).status is JobStatus.COMPLETED
-            shut = await scheduler.submit("shut", parse_request(HELLO), json.dumps(HELLO), token,
-                                          waiter_records=True)
-            await asyncio.wait_for(scheduler.wait(shut), 30)
+            first = await scheduler.submit("first", parse_request(HELLO), json.dumps(HELLO), token)
+            outcome = await asyncio.wait_for(scheduler.wait(first), 30)
+            assert outcome.status is JobStatus.COMPLETED
+            job = await store.get_job("first", token.id)
+            assert job.status is JobStatus.COMPLETED and job.result == outcome.result.decode()
+            shut = await scheduler.submit("shut", parse_request(HELLO), json.dumps(HELLO), token)
             await scheduler.close()
+            assert (await scheduler.wait(shut)).status is JobStatus.COMPLETED
             job = await store.get_job("shut", token.id)
             assert job.status is JobStatus.COMPLETED and json.loads(job.result)["runtime"][
                 "stdout"] == "1\n"
