@@ -2,7 +2,9 @@
 
 `ClusterScheduler` is the `Scheduler` with its queue moved into the
 database (docs/cluster.md); the run slots, the engine calls, cancellation
-of a local run and the recording of outcomes are the base class's.
+of a local run and the saving of outcomes (pesto.outcomes) are the base
+class's, and so are the jobs' states (a waiter here for a job queued in the
+database or run elsewhere is `State.REMOTE`).
 
 - `submit`: a free slot here runs the job at once (persisted `running` on
   this node, as on a single node); otherwise the job is persisted `queued`

@@ -2,7 +2,8 @@
 
 A job ends on the node that ran it (completed, failed, cancelled, or cut
 short by a shutdown), or, when cancelled while still queued, on the node
-that cancelled it. Whoever ends it calls `Outcomes.conclude`, which:
+that cancelled it. The scheduler's run task (or the cancel of a queued
+job) calls `Outcomes.conclude`, which:
 
 1. saves the outcome: one `finish_job` of the store, committed (the job's
    row becomes completed / failed / cancelled with its result or error);
@@ -11,9 +12,11 @@ that cancelled it. Whoever ends it calls `Outcomes.conclude`, which:
    Piston route) awaits, so the answer is written after the commit;
 3. then queues the job's callback (webhook), if it has one.
 
-A waiter that is not on the node that ran the job reads the saved row back
-(`outcome_of`). A shutdown tells a waiter whose job is still queued what
-the store holds (`still_queued`); nothing is saved for it.
+On many nodes (pesto.cluster) a job cancelled while in the shared queue is
+saved by the store's `cancel_queued` (only if no node has claimed it), then
+handed over; a waiter on another node than the one that ran the job reads
+the saved row back (`outcome_of`). A shutdown tells a waiter whose job is
+still queued what the store holds (`still_queued`); nothing is saved for it.
 
 The guarantee:
 

@@ -163,9 +163,12 @@ class Scheduler:
         if old is state:
             return
         entry.state = state
-        self._held[old.holds] -= 1
-        self._held[state.holds] += 1
+        if old.holds is not Hold.NOTHING:
+            self._held[old.holds] -= 1
+        if state.holds is not Hold.NOTHING:
+            self._held[state.holds] += 1
         if (old.holds is Hold.NOTHING) != (state.holds is Hold.NOTHING):
+            # A job counts against its token's concurrency while it holds a place or a slot.
             self._count_token(entry.token_id, 1 if old.holds is Hold.NOTHING else -1)
         if state.tracked and not old.tracked:
             self._entries[entry.job_id] = entry
