@@ -43,11 +43,11 @@ from pesto.errors import (Interrupted, JobCancelled, PestoError, QueueFull, Sand
                           ShuttingDown, TooManyJobs)
 from pesto.metrics import Metrics
 from pesto.models import ExecuteRequest, ExecuteResult, JudgeResult, Status, parse_request
-from pesto.outcomes import OnFinish, Outcome, Outcomes, error_json, still_queued
-from pesto.store import Job, JobStatus, Store, Token, utcnow
+from pesto.outcomes import FinishStore, OnFinish, Outcome, Outcomes, error_json, still_queued
+from pesto.store import Job, JobStatus, Token, utcnow
 
-__all__ = ["EngineLike", "Entry", "Interrupted", "JobCancelled", "Outcome", "Scheduler", "State",
-           "error_json"]
+__all__ = ["EngineLike", "Entry", "Interrupted", "JobCancelled", "JobStore", "Outcome",
+           "Scheduler", "State", "error_json"]
 
 log = logging.getLogger("pesto.jobs")
 
@@ -57,6 +57,15 @@ _encode = msgspec.json.Encoder().encode
 class EngineLike(Protocol):
     async def execute(self, request: ExecuteRequest, job_id: str, *,
                       lender: "_Lender") -> ExecuteResult | JudgeResult: ...
+
+
+class JobStore(FinishStore, Protocol):
+    """The store calls of the scheduler (both backends, or a test's fake)."""
+    async def insert_job(self, job: Job) -> None: ...
+    async def mark_running(self, job_id: str, started_at: str) -> None: ...
+    async def running_jobs(self) -> list[tuple[str, int, str]]: ...
+    async def fail_running(self, finished_at: str, error: str) -> int: ...
+    async def queued_jobs(self) -> list[tuple[Job, Token]]: ...
 
 
 class Hold(enum.Enum):
@@ -105,7 +114,6 @@ class Entry:
     # Resolved when the job's insert has returned (stored, or refused and dropped):
     # a cancel acts on a stored job only.
     inserting: asyncio.Future[None] | None = None
-    lent: int = 0                        # extra slots lent to it (pesto.judging)
 
 
 @attrs.define(eq=False)
@@ -125,7 +133,7 @@ class _Lender:
 
 
 class Scheduler:
-    def __init__(self, engine: EngineLike, store: Store, *, workers: int, queue_size: int,
+    def __init__(self, engine: EngineLike, store: JobStore, *, workers: int, queue_size: int,
                  shutdown_timeout: float, metrics: Metrics | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         """`clock` (seconds, monotonic) times queue waits and runs, for the log and Retry-After."""
@@ -534,7 +542,6 @@ class Scheduler:
 
     def _lend(self, entry: Entry, change: int) -> None:
         self._lent += change
-        entry.lent += change
         self._count_token(entry.token_id, change)
 
     # --- shutdown --------------------------------------------------------------

@@ -13,6 +13,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attrs
 import pytest
 
 from pesto.errors import QueueFull, ShuttingDown, TooManyJobs
@@ -130,7 +131,6 @@ class FakeStore:
 
 
 def _evolve(job: Job, **changes: Any) -> Job:
-    import attrs
     return attrs.evolve(job, **changes)
 
 
@@ -148,8 +148,8 @@ def run(scenario: Callable[..., Awaitable[None]], *, workers: int = 1, queue_siz
     async def main() -> None:
         fake_engine = engine or FakeEngine()
         store, clock = FakeStore(), FakeClock()
-        scheduler = Scheduler(fake_engine, store, workers=workers,  # type: ignore[arg-type]
-                              queue_size=queue_size, shutdown_timeout=0, clock=clock)
+        scheduler = Scheduler(fake_engine, store, workers=workers, queue_size=queue_size,
+                              shutdown_timeout=0, clock=clock)
         try:
             await asyncio.wait_for(scenario(scheduler, fake_engine, store, clock), 10)
         finally:
