@@ -81,7 +81,7 @@ class State(enum.Enum):
     STARTING = "starting"        # has a slot; its task has not entered the engine yet
     RUNNING = "running"          # in the engine: cancelling its task kills the run
     CANCELLING = "cancelling"    # cancelled while holding a slot: its task ends it cancelled
-    ENDING = "ending"            # its outcome is known and being saved (pesto.outcomes)
+    ENDING = "ending"            # outcome known, being saved (pesto.outcomes); slot freed
     REMOTE = "remote"            # pesto.cluster: waited on here, queued or run elsewhere
     DONE = "done"                # saved and handed over, or never stored; forgotten
 
