@@ -36,7 +36,7 @@ from typing import Any, Awaitable
 
 from pesto.errors import (Interrupted, JobCancelled, PestoError, QueueFull, QuotaExceeded,
                           RateLimited, TooManyJobs)
-from pesto.models import ExecuteRequest, parse_request
+from pesto.models import ExecuteRequest
 from pesto.outcomes import Outcome, error_json, outcome_of, still_queued
 from pesto.scheduler import Entry, Scheduler, State
 from pesto.store import Job, JobStatus, Token, utcnow
@@ -267,7 +267,7 @@ class ClusterScheduler(Scheduler):
     def _run_claimed(self, job: Job, token_name: str, max_concurrency: int | None) -> str | None:
         """Start a claimed job; else why its stored request cannot be read back."""
         try:
-            request = parse_request(json.loads(job.request))
+            request = self._read_request(json.loads(job.request))
         except (PestoError, ValueError) as exc:
             return str(exc)
         entry = self._remote.get(job.id)    # submitted here: its waiter is here too

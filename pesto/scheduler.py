@@ -34,7 +34,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import msgspec
@@ -135,9 +135,15 @@ class _Lender:
 class Scheduler:
     def __init__(self, engine: EngineLike, store: JobStore, *, workers: int, queue_size: int,
                  shutdown_timeout: float, metrics: Metrics | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        """`clock` (seconds, monotonic) times queue waits and runs, for the log and Retry-After."""
+                 clock: Callable[[], float] = time.monotonic,
+                 read_request: Callable[[Any], ExecuteRequest] = parse_request) -> None:
+        """`clock` (seconds, monotonic) times queue waits and runs, for the log and Retry-After.
+        `read_request` turns a stored request (decoded JSON) back into one to run: the
+        server passes its full validation, so that a job queued before a restart, or on
+        another node, is held to this node's limits and runtimes (an InvalidRequest or
+        RuntimeNotFound fails the job with that message)."""
         self._engine = engine
+        self._read_request = read_request
         self.metrics = metrics or Metrics()
         self._store = store
         self.outcomes = Outcomes(store)
@@ -338,7 +344,7 @@ class Scheduler:
         requeued = 0
         for job, token in await self._store.queued_jobs():
             try:
-                request = parse_request(json.loads(job.request))
+                request = self._read_request(json.loads(job.request))
             except (PestoError, ValueError) as exc:
                 await self._store.finish_job(job.id, JobStatus.FAILED, utcnow(), error=error_json(
                     Interrupted(f"the stored request could not be read back: {exc}")))

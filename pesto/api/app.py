@@ -25,10 +25,11 @@ from pesto.api.routes import ROUTES, Services, job_body
 from pesto.api.schema import WireSchemaPlugin
 from pesto.config import Settings
 from pesto.metrics import Metrics
+from pesto.models import ExecuteRequest
 from pesto.scheduler import Scheduler
 from pesto.stores import StoreAPI, open_store
 from pesto.webhooks import Deliverer
-from pesto.validation import limits_text
+from pesto.validation import limits_text, validate_request
 
 log = logging.getLogger("pesto.api")
 
@@ -73,18 +74,23 @@ def create_app(settings: Settings) -> Litestar:
             await engine.close()
             raise
         limiter: Any = RateLimiter()
+
+        def read_request(payload: Any) -> ExecuteRequest:
+            return validate_request(payload, settings, engine.registry)
         if getattr(store, "cluster", False):
             # PostgreSQL: the queue and the rate windows are shared (pesto/cluster.py).
             from pesto.cluster import ClusterScheduler, SharedRateLimiter
             scheduler: Scheduler = ClusterScheduler(
                 engine, store, workers=settings.workers, queue_size=settings.queue_size,
                 shutdown_timeout=settings.shutdown_timeout, metrics=metrics,
-                node_name=settings.node_name, lease=settings.node_lease)
+                node_name=settings.node_name, lease=settings.node_lease,
+                read_request=read_request)
             limiter = SharedRateLimiter(store)
         else:
             scheduler = Scheduler(engine, store, workers=settings.workers,
                                   queue_size=settings.queue_size,
-                                  shutdown_timeout=settings.shutdown_timeout, metrics=metrics)
+                                  shutdown_timeout=settings.shutdown_timeout, metrics=metrics,
+                                  read_request=read_request)
         metrics.watch(lambda: {**scheduler.stats(), "ready": engine.sandbox.idle_slots})
         runtimes = msgspec.json.encode({"runtime": [
             {"language": r.language, "version": r.version, "aliases": list(r.spec.aliases),

@@ -50,6 +50,11 @@ def test_restart_recovers_jobs_left_queued_and_running(data_dir: Path) -> None:
             await store.insert_job(Job(id="waiting", token_id=token.id, status=JobStatus.QUEUED,
                                        request='{"language":"python","code":"print(3)"}',
                                        created_at="2026-01-01T00:00:01.000Z"))
+            # Queued under a previous configuration: this server's maximum is lower.
+            await store.insert_job(Job(id="over", token_id=token.id, status=JobStatus.QUEUED,
+                                       request='{"language":"python","code":"print(4)",'
+                                               '"runTimeout":1000000000}',
+                                       created_at="2026-01-01T00:00:02.000Z"))
         finally:
             await store.close()
 
@@ -61,6 +66,9 @@ def test_restart_recovers_jobs_left_queued_and_running(data_dir: Path) -> None:
         waiting = api.wait_job("waiting")
         assert waiting["status"] == "completed"
         assert waiting["result"]["runtime"]["stdout"] == "3\n"
+        over = api.wait_job("over")
+        assert over["status"] == "failed", over
+        assert "$.runTimeout: must be between 1 and" in over["error"]["message"], over
 
 
 def test_finished_jobs_are_purged_after_retention(data_dir: Path) -> None:
