@@ -6,9 +6,9 @@ at checkpoints.
 
 The per-request statements (token lookup, job insert, start, finish and
 read) run on the event loop's own thread, on one connection in autocommit
-mode: each is a single indexed statement of tens of microseconds (the
-usage counter and `last_used_at` are kept by a trigger on job insert), far
-less than handing it to a thread and waking the loop again. Being
+mode: each is a single indexed statement (the usage counter and
+`last_used_at` are kept by a trigger on job insert), far less than handing
+it to a thread and waking the loop again (docs/benchmarks.md). Being
 synchronous, they are done in the order issued and never interleave. That
 connection never checkpoints; after every `CHECKPOINT_EVERY` of its writes a
 passive checkpoint (the fsyncs) runs on aiosqlite's thread, which also runs

@@ -36,7 +36,7 @@ def hash_token(token: str) -> str:
 
 
 # The hashes of the token values that authenticated lately (every request
-# pays a SHA-256 otherwise, ~30 us on a cache cold from the last run). Only
+# pays a SHA-256 otherwise, on a cache cold from the last run). Only
 # values that matched a live token get in, so its size is bounded by the
 # tokens in use; a revoked token's entry is harmless (the store is asked
 # every time) and goes with the next clearing.

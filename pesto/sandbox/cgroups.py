@@ -1,8 +1,8 @@
 """Per-slot cgroups (v2, or v1 where the host has that): an exact memory
 limit without swap, exact peak, OOM detection, and a task limit.
 
-Moving a process between cgroups costs an RCU grace period (~10-15 ms
-measured here, on every hierarchy), so runs are never moved: each
+Moving a process between cgroups waits for an RCU grace period, on every
+hierarchy (docs/benchmarks.md), so runs are never moved: each
 long-lived slot supervisor joins its own cgroup once, and the programs it
 forks are born inside it. The supervisor's own charge is measured just
 before each stage and added to the limit and subtracted from the peak; runs

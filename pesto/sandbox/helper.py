@@ -41,12 +41,12 @@ def find() -> str:
     os.makedirs(BUILD_DIR, mode=0o755, exist_ok=True)
     tmp = f"{target}.{os.getpid()}.tmp"
     errors = ""
-    # Best first. Static against musl: 74 KB, and it starts in ~0.14 ms of
-    # CPU against ~0.37 ms for static glibc, whose start-up probes the CPU's
-    # caches with CPUID (a trap to the hypervisor in a VM) and reads
-    # /proc/self/exe; each stage pays that start once, and its forks copy
-    # fewer pages. Then static glibc where libc.a is installed (a static exec
-    # skips the dynamic loader, ~0.3 ms a stage), then whatever links.
+    # Best first. Static against musl: it starts in less CPU than static
+    # glibc, whose start-up probes the CPU's caches with CPUID (a trap to the
+    # hypervisor in a VM) and reads /proc/self/exe; each stage pays that
+    # start once, and its forks copy fewer pages. Then static glibc where
+    # libc.a is installed (a static exec skips the dynamic loader), then
+    # whatever links. Figures: docs/benchmarks.md, "Costs behind design choices".
     attempts = [[musl, "-static"]] if musl else []
     if cc is not None:
         attempts += [[cc, "-static"], [cc]]

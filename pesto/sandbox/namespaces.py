@@ -67,17 +67,17 @@ def slot_namespaces(work_root: str, tmpfs_size: int, *, user: bool, net: bool,
                     mnt: bool) -> SlotNamespaces | None:
     """Namespaces one slot's runs join, one run after another; None if none is asked.
 
-    - network: creating and destroying a network namespace per run cost
-      ~6 ms of CPU per run here (a third of a Python hello world). A slot's
+    - network: creating and destroying a network namespace per run costs
+      a sizeable share of a short run's CPU (docs/benchmarks.md). A slot's
       runs never overlap, and a namespace whose loopback is down holds no
       state a run could leave for the next (no interface, no route; its
       abstract sockets die with their processes; a run has no capability to
       change it).
     - mount: a private size-capped tmpfs over the work root, so a run's
       files are bounded by the kernel (fallocate included) and the next job
-      of the slot finds it empty. One mount per slot, not per run: a mount
-      and unmount per run cost ~2.5 ms here. It is invisible to the host
-      and the other slots, and it vanishes with the slot.
+      of the slot finds it empty. One mount per slot, not per run, saves a
+      mount and unmount per run (docs/benchmarks.md). It is invisible to
+      the host and the other slots, and it vanishes with the slot.
     - user: owned by root, so that in a container without CAP_SYS_ADMIN a
       tmpfs may be mounted there at all, and so that the supervisor's
       children (euid 0, the owner) may enter all three without it.

@@ -253,7 +253,7 @@ static int init(void *arg)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     /* The program shares this memory until its exec (CLONE_VFORK: init
      * waits for that, and has nothing to do before it): no copy of the
-     * address space, which forking cost ~80 us here. */
+     * address space, which forking paid (docs/benchmarks.md). */
     pid_t prog = clone(program, program_stack + sizeof program_stack,
                        CLONE_VM | CLONE_VFORK | SIGCHLD, arg);
     CHECK(prog, "start program");

@@ -121,8 +121,8 @@ def _search(asm: _Asm, cases: list[tuple[int, str]]) -> None:
     sorted by number), or to "allow" for any other: a binary search, so a
     lookup is ~7 comparisons, not one per denied call. The kernel runs the
     filter once per syscall number when it is installed, to cache the ones
-    it always allows: with one comparison per denied call that cost ~0.1 ms
-    a stage."""
+    it always allows, so a linear list made every stage's install dearer
+    (docs/benchmarks.md, "Costs behind design choices")."""
     if len(cases) <= 3:
         for nr, target in cases:
             asm.op(_JEQ_K, nr, jt=target)

@@ -4,7 +4,7 @@ Started by exec (never by fork of the threaded server), so the forks it
 and its children make are safe to run Python in before exec. It reads
 nothing but "slot N" + a socket from the server, forks a supervisor for
 that slot and forgets it. Supervisors are long-lived: forking one per job
-would cost a Python fork and a cgroup move (~10 ms here) on every run.
+would cost a Python fork and a cgroup move (docs/benchmarks.md) on every run.
 """
 
 from __future__ import annotations
