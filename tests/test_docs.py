@@ -5,12 +5,16 @@ README names a file that exists (and a heading that exists, within Markdown
 pages), and nothing points at paths that only the developers' machine has.
 The README's settings table lists every field of `pesto.config.Settings`,
 with its environment variable and its default, and nothing else; the
-README's set-up and test commands are the ones CI runs.
+README's set-up and test commands are the ones CI runs; and the comments and
+docstrings of pesto/ quote no measured timing (docs/benchmarks.md holds them).
 """
 
 from __future__ import annotations
 
+import ast
+import io
 import re
+import tokenize
 from pathlib import Path
 
 import attrs
@@ -144,3 +148,45 @@ def test_readme_setup_and_test_commands_are_what_ci_runs() -> None:
     ci = (REPO / ".ci" / "run").read_text()
     assert "\n./install.sh --languages all\n" in ci
     assert re.search(r"^timeout .* \.venv/bin/pytest\b", ci, re.M), "CI no longer runs .venv/bin/pytest"
+
+
+# --- no measured timings in the code's comments ------------------------------
+
+# "~3 ms", "~0.14 ms", "~80 us", "~10-15 ms", "40 ms here": a figure measured
+# once, which goes stale with the next kernel or machine. Limits, defaults and
+# timeouts are configuration and are not caught ("5000 ms", "the 30 s maximum").
+TIMING = re.compile(r"~\s?\d[\d.,\-]*\s?(ms|us|µs)\b|\b\d[\d.,]*\s?(ms|us|µs) here\b")
+
+
+def _commentary(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of every comment and docstring of a Python or C file."""
+    text = path.read_text()
+    if path.suffix == ".c":
+        return [(text.count("\n", 0, m.start()) + 1, m.group())
+                for m in re.finditer(r"/\*.*?\*/|//[^\n]*", text, re.S)]
+    found = [(tok.start[0], tok.string) for tok in tokenize.generate_tokens(io.StringIO(text).readline)
+             if tok.type == tokenize.COMMENT]
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            doc = ast.get_docstring(node, clean=False)
+            if doc:
+                found.append((node.body[0].lineno, doc))
+    return found
+
+
+def stale_timings(root: Path) -> list[str]:
+    return [f"{path.relative_to(root)}:{line}: {m.group()}"
+            for path in sorted(root.glob("pesto/**/*")) if path.suffix in (".py", ".c")
+            for line, text in _commentary(path) for m in TIMING.finditer(text)]
+
+
+def test_code_comments_quote_no_measured_timings() -> None:
+    """Measured figures live in docs/benchmarks.md with their command and date."""
+    assert stale_timings(REPO) == []
+
+
+def test_stale_timing_pattern_catches_the_forms_it_names() -> None:
+    caught = ["costs ~10-15 ms", "~0.14 ms of CPU", "cost ~80 us here", "~30 µs", "40 ms here"]
+    missed = ["5000 ms", "the 30 s maximum", "timeout in ms", "~1000 WAL pages"]
+    assert all(TIMING.search(s) for s in caught)
+    assert not any(TIMING.search(s) for s in missed)
