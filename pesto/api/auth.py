@@ -36,10 +36,9 @@ def hash_token(token: str) -> str:
 
 
 # The hashes of the token values that authenticated lately (every request
-# pays a SHA-256 otherwise, on a cache cold from the last run). Only
-# values that matched a live token get in, so its size is bounded by the
-# tokens in use; a revoked token's entry is harmless (the store is asked
-# every time) and goes with the next clearing.
+# pays a SHA-256 otherwise). Only values that matched a live token get in,
+# so its size is bounded by the tokens in use; a revoked token's entry is
+# harmless (the store is asked every time) and goes with the next clearing.
 _hashes: dict[str, str] = {}
 _HASHES_MAX = 1024
 
