@@ -11,7 +11,6 @@ import math
 import os
 from typing import Any
 
-import msgspec
 
 from pesto import judging
 from pesto.config import Settings
@@ -22,6 +21,7 @@ from pesto.runtimes import Registry, Runtime, load_registry
 from pesto.sandbox import artifacts, reach
 from pesto.sandbox.client import Sandbox
 from pesto.sandbox.cpus import slot_cpus
+from pesto.sandbox.protocol import StageOutcome, StageSpec
 
 log = logging.getLogger("pesto.engine")
 
@@ -152,28 +152,32 @@ class Engine:
         full = [a.format_map(values) for a in argv] + list(args)
         env = {**BASE_ENV, "HOME": workdir, "TMPDIR": workdir,
                **{k: v.format_map(values) for k, v in runtime.spec.environment.items()}}
-        spec = {
-            "argv": full, "env": env, "stdin": stdin,
-            "wall_ms": timeout,
+        spec = StageSpec(
+            argv=full, env=env, stdin=stdin,
+            wall_ms=timeout,
             # CPU seconds are only a backstop behind the wall-clock watchdog.
-            "cpu_seconds": math.ceil(timeout / 1000) + 1,
-            "memory": memory, "memory_mode": runtime.spec.limits.memory,
-            "memory_reserve": runtime.spec.limits.memory_reserve,
-            "processes": processes,
-            "open_files": runtime.spec.limits.open_files,
-            "file_size": self.settings.disk_limit,
-            "output_limit": self.settings.output_limit,
+            cpu_seconds=math.ceil(timeout / 1000) + 1,
+            memory=memory, memory_mode=runtime.spec.limits.memory,
+            memory_reserve=runtime.spec.limits.memory_reserve,
+            processes=processes,
+            open_files=runtime.spec.limits.open_files,
+            file_size=self.settings.disk_limit,
+            output_limit=self.settings.output_limit,
             # Never the language's folder in the checkout: a run's uid may not
             # be able to traverse to it (a clone in root's 0700 home). What a
             # run executes or reads lives in system paths or in the
             # language's install dir (/opt/pesto/runtimes/<id>, world-readable);
             # `pesto doctor` and start-up check that (pesto/sandbox/reach.py).
-            "read_paths": [p.format_map(values) for p in runtime.spec.read_paths],
-            "more": more,   # another stage follows: the slot readies its child meanwhile
-            "spread_cpus": runtime.spec.spread_cpus,
-        }
-        if snapshot:
-            spec["snapshot"] = snapshot
+            read_paths=[p.format_map(values) for p in runtime.spec.read_paths],
+            more=more,   # another stage follows: the slot readies its child meanwhile
+            spread_cpus=runtime.spec.spread_cpus,
+            snapshot=snapshot,
+        )
+        return stage_result(await session.stage(spec))
 
-        raw = await session.stage(spec)
-        return msgspec.convert(raw, StageResult)
+
+def stage_result(o: StageOutcome) -> StageResult:
+    """The engine's record of a stage the sandbox ran."""
+    return StageResult(stdout=o.stdout, stderr=o.stderr, output=o.output, exit_code=o.exit_code,
+                       signal=o.signal, status=o.status, wall_time=o.wall_time,
+                       cpu_time=o.cpu_time, memory=o.memory, truncated=o.truncated)

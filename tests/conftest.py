@@ -107,20 +107,45 @@ def run_uid_processes(runner_or_settings) -> list[str]:
     return found
 
 
+def supervisor_dirs(spawner_pid: int) -> list[str]:
+    """/proc paths of every directory the spawner's children (the slot
+    supervisors) hold open: among them each slot's work root, its private
+    tmpfs included, which no path in the host's tree reaches."""
+    dirs = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) != spawner_pid:
+                    continue
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                path = f"/proc/{pid}/fd/{fd}"
+                if os.path.isdir(path):
+                    dirs.append(path)
+        except (OSError, ValueError, IndexError):
+            continue   # exited meanwhile
+    return dirs
+
+
 def leftover_workdirs(runner_or_settings) -> list[str]:
     """Work dirs of uids in this test run's range (other Pesto processes may
     share the root), except the empty ones idle slots hold for their next job."""
     settings, ready = _range_and_ready(runner_or_settings)
     lo, hi = settings.uid_base, settings.uid_base + settings.uid_count
-    # The host's work root, and each slot's private tmpfs (seen through its
-    # supervisor's descriptor: invisible in the host's tree).
+    # The host's work root, and each slot's private tmpfs (invisible in the
+    # host's tree: seen through its supervisor's open descriptors).
     roots = [str(settings.sandbox_dir / "work")]
     engine = getattr(runner_or_settings, "engine", None)
     if engine is not None:
-        roots += engine.sandbox.work_views
+        roots += supervisor_dirs(engine.sandbox.spawner_pid)
     left = set()
     for root in roots:
-        for n in os.listdir(root):
+        try:
+            names = os.listdir(root)
+        except OSError:
+            continue   # a supervisor's descriptor closed meanwhile
+        for n in names:
             if n.isdigit() and lo <= int(n) < hi:
                 if int(n) in ready and not os.listdir(os.path.join(root, n)):
                     continue

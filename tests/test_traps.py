@@ -14,6 +14,7 @@ import pytest
 
 from pesto.engine import BASE_ENV
 from pesto.models import ExecuteRequest
+from pesto.sandbox.protocol import StageSpec
 from tests.conftest import find_run_process, leftover_workdirs, run_uid_processes
 
 
@@ -21,14 +22,12 @@ def out(r):
     return r.runtime.stdout
 
 
-def stage_spec(workdir: str, code_file: str, **kw) -> dict:
-    spec = {"argv": ["/usr/bin/python3", "-I", code_file],
-            "env": {**BASE_ENV, "HOME": workdir, "TMPDIR": workdir}, "stdin": "",
-            "wall_ms": 3000, "cpu_seconds": 4, "memory": 128 << 20,
-            "memory_mode": "address-space", "processes": 64, "open_files": 256,
-            "file_size": 64 << 20, "output_limit": 65536, "read_paths": []}
-    spec.update(kw)
-    return spec
+def stage_spec(workdir: str, code_file: str, **kw) -> StageSpec:
+    return StageSpec(argv=["/usr/bin/python3", "-I", code_file],
+                     env={**BASE_ENV, "HOME": workdir, "TMPDIR": workdir},
+                     wall_ms=3000, cpu_seconds=4, memory=128 << 20,
+                     memory_mode="address-space", processes=64, open_files=256,
+                     file_size=64 << 20, output_limit=65536, **kw)
 
 
 @pytest.fixture
@@ -69,8 +68,8 @@ def test_trap_judge0_symlinks_planted_in_compile_stage(runner, root_target):
         return r1, r2
     r1, r2 = runner.loop.run_until_complete(scenario())
     runner.settle()
-    assert r1["stdout"] == "planted\n", r1
-    assert "link-to-file" in r2["stdout"]
+    assert r1.stdout == "planted\n", r1
+    assert "link-to-file" in r2.stdout
     st = os.stat(target)
     assert (st.st_uid, st.st_gid, oct(st.st_mode & 0o7777)) == (0, 0, "0o644")
     with open(target) as f:

@@ -8,7 +8,6 @@ runs one job at a time; taking a slot is taking a concurrency slot.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -39,7 +38,18 @@ class Slot:
         # from its last reply: a job then needs no `prepare` round trip.
         self.next_uid = -1
 
-    async def call(self, msg: dict[str, Any]) -> dict[str, Any]:
+    async def _recv(self) -> protocol.AnyReply | None:
+        """The next reply; None (and the slot dead) at EOF or for a malformed one."""
+        try:
+            reply = await protocol.recv_reply(self.reader)
+        except protocol.BadMessage:
+            log.exception("sandbox slot %d sent a malformed reply", self.index)
+            reply = None
+        if reply is None:
+            self.dead = True
+        return reply
+
+    async def call(self, msg: protocol.Request) -> protocol.AnyReply:
         """Send one request and return its reply. Raises SandboxError."""
         if self.dead:
             raise SandboxError("the sandbox slot died")
@@ -49,11 +59,11 @@ class Slot:
         except (ConnectionError, OSError):
             self.dead = True
             raise SandboxError("the sandbox slot died") from None
-        reply = await protocol.recv_async(self.reader)
+        reply = await self._recv()
         if reply is None:
-            self.dead = True
             raise SandboxError("the sandbox slot died")
-        self.next_uid = reply.get("next_uid", self.next_uid)
+        if reply.next_uid is not None:
+            self.next_uid = reply.next_uid
         return reply
 
     async def abort(self) -> None:
@@ -61,15 +71,14 @@ class Slot:
         if self.dead:
             return
         try:
-            self.writer.write(protocol.encode({"op": "abort"}))
+            self.writer.write(protocol.encode(protocol.Abort()))
             await self.writer.drain()
             while True:   # skip the reply of a stage that ended meanwhile
-                reply = await protocol.recv_async(self.reader)
+                reply = await self._recv()
                 if reply is None:
-                    self.dead = True
                     return
-                if reply.get("abort"):
-                    self.next_uid = reply.get("next_uid", -1)
+                if isinstance(reply, protocol.Aborted):
+                    self.next_uid = -1 if reply.next_uid is None else reply.next_uid
                     return
         except (ConnectionError, OSError):
             self.dead = True
@@ -83,23 +92,22 @@ class Session:
         self.work_root = work_root
         self.uid = -1
         self.closed = False
-        self.files: list[dict[str, str]] | None = None   # to go with the first stage
-        self.artifact: str | None = None                 # likewise
+        self.pending: protocol.Prepare | None = None   # to go with the first stage
         self.snapshot_error: str | None = None   # why a stage's `snapshot` was not kept
 
-    async def _call(self, msg: dict[str, Any]) -> dict[str, Any]:
+    async def _call(self, msg: protocol.Request) -> protocol.AnyReply:
         reply = await self.slot.call(msg)
-        if not reply.get("ok") and "setup" in reply:
-            setup = reply["setup"]
-            # The operator's log gets the helper's own words (paths included);
-            # the client, the failed step and what to do.
-            log.error("sandbox set-up failed at %s: %s", setup["step"], setup["text"])
-            raise SandboxSetupFailed(
-                f"the sandbox could not be set up for this run (step {setup['step']}: "
-                f"{os.strerror(setup['errno'])}); the server's operator should run "
-                "`pesto doctor`")
-        if not reply.get("ok"):
-            raise SandboxError(f"sandbox failure: {reply.get('error', 'cleanup failed')}")
+        if isinstance(reply, protocol.Failed):
+            if reply.setup is not None:
+                setup = reply.setup
+                # The operator's log gets the helper's own words (paths
+                # included); the client, the failed step and what to do.
+                log.error("sandbox set-up failed at %s: %s", setup.step, setup.text)
+                raise SandboxSetupFailed(
+                    f"the sandbox could not be set up for this run (step {setup.step}: "
+                    f"{os.strerror(setup.errno)}); the server's operator should run "
+                    "`pesto doctor`")
+            raise SandboxError(f"sandbox failure: {reply.error}")
         return reply
 
     async def prepare(self, files: list[tuple[str, str | bytes]],
@@ -108,38 +116,40 @@ class Session:
         any: see pesto.sandbox.artifacts). Where the slot has announced the
         uid it readied, the files go with the first stage (one round trip
         less per job). Text content is written as UTF-8, bytes as they are."""
-        # JSON carries no bytes: binary content travels as base64.
-        encoded = [{"name": n, "content": c} if isinstance(c, str)
-                   else {"name": n, "base64": base64.b64encode(c).decode()} for n, c in files]
+        msg = protocol.Prepare(
+            files=[protocol.File(n, c.encode() if isinstance(c, str) else c) for n, c in files],
+            artifact=artifact, uid=self.slot.next_uid)
         if self.slot.next_uid >= 0:
             self.uid, self.slot.next_uid = self.slot.next_uid, -1
-            self.files, self.artifact = encoded, artifact
+            self.pending = msg
             return os.path.join(self.work_root, str(self.uid))
-        reply = await self._call({"op": "prepare", "files": encoded, "artifact": artifact})
-        self.uid = reply["uid"]
-        return reply["workdir"]
+        reply = await self._call(msg)
+        assert isinstance(reply, protocol.Prepared)
+        self.uid = reply.uid
+        return reply.workdir
 
-    async def stage(self, spec: dict[str, Any]) -> dict[str, Any]:
+    async def stage(self, spec: protocol.StageSpec) -> protocol.StageOutcome:
         """Run one stage; a stage without `more` ends the job (no close needed).
 
-        With `snapshot: NAME` in spec, the work dir is kept as artifact NAME
-        after the stage; if it could not be, `snapshot_error` says why.
+        With `snapshot` in spec, the work dir is kept as that artifact after
+        the stage; if it could not be, `snapshot_error` says why.
         """
-        msg = {"op": "stage", **spec}
-        if self.files is not None:   # the supervisor checks the uid is the one it readied
-            msg.update(files=self.files, uid=self.uid, artifact=self.artifact)
-            self.files = None
+        # The supervisor checks the prepare's uid is the one it readied.
+        msg = protocol.Stage(spec=spec, prepare=self.pending)
+        self.pending = None
         reply = await self._call(msg)
-        if spec.get("snapshot") and not reply.get("snapshot"):
-            self.snapshot_error = reply.get("snapshot_error", "not kept")
-        if not spec.get("more"):
+        if not isinstance(reply, protocol.StageDone):
+            raise SandboxError(f"sandbox failure: {type(reply).__name__} for a stage")
+        if spec.snapshot and reply.snapshot_error is not None:
+            self.snapshot_error = reply.snapshot_error
+        if not spec.more:
             self.closed = True
-        return reply["result"]
+        return reply.outcome
 
     async def close(self) -> None:
         if not self.closed:
             self.closed = True
-            await self._call({"op": "close"})
+            await self._call(protocol.Close())
 
 
 class Sandbox:
@@ -152,7 +162,6 @@ class Sandbox:
         self.slot_count = slots
         self._idle: asyncio.Queue[Slot] = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
-        self.work_views: list[str] = []   # see settle()
 
     @classmethod
     async def start(cls, *, uid_base: int, uid_count: int, sandbox_dir: str, slots: int,
@@ -216,7 +225,8 @@ class Sandbox:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours)
         slot = Slot(index, reader, writer)
-        slot.next_uid = (await slot.call({"op": "sync"})).get("standby_uid", -1)
+        reply = await slot.call(protocol.Sync())
+        slot.next_uid = reply.standby_uid if isinstance(reply, protocol.Synced) else -1
         return slot
 
     @contextlib.asynccontextmanager
@@ -260,7 +270,7 @@ class Sandbox:
         try:
             fresh = await self._new_slot(slot.index)
             if uid >= 0:
-                await fresh.call({"op": "sweep", "uid": uid})
+                await fresh.call(protocol.Sweep(uid))
         except SandboxError:
             log.exception("could not replace sandbox slot %d", slot.index)
             return
@@ -272,27 +282,23 @@ class Sandbox:
         Returns the uids the idle slots hold ready for their next jobs (each
         with an empty work dir and a waiting standby, no user code; or only
         leased, for the job after).
-        Also notes in `work_views` where each slot's work root can be seen
-        from here (a slot's private tmpfs is invisible in the host's tree).
         """
         await self.wait_idle()
         slots = [self._idle.get_nowait() for _ in range(self._idle.qsize())]
         ready: set[int] = set()
-        views = []
         try:
             for slot in slots:
                 if not slot.dead:
                     try:
-                        reply = await slot.call({"op": "sync"})
+                        reply = await slot.call(protocol.Sync())
                     except SandboxError:
                         continue
-                    ready.update((reply.get("standby_uid", -1), reply.get("ahead_uid", -1)))
-                    views.append(reply["work_view"])
+                    if isinstance(reply, protocol.Synced):
+                        ready.update((reply.standby_uid, reply.ahead_uid))
         finally:
             for slot in slots:
                 self._idle.put_nowait(slot)
         ready.discard(-1)
-        self.work_views = views
         return ready
 
     async def wait_idle(self) -> None:

@@ -104,7 +104,8 @@ def _probe_namespaces(work_root: str) -> tuple[bool, str]:
                            ctl=ctl_r, report=rep_w)
         for fd in (in_r, in_w, out_w, ctl_r, rep_w):
             os.close(fd)
-        os.write(ctl_w, helper.encode_spec(["/usr/bin/python3", "-S", "-c", _NS_CHECK], {}, [], []))
+        os.write(ctl_w, helper.encode_spec(argv=["/usr/bin/python3", "-S", "-c", _NS_CHECK],
+                                            env={}, rlimits=[], read_paths=[]))
         os.close(ctl_w)
         report, out = helper.read_all(rep_r), helper.read_all(out_r)
         os.waitpid(pid, 0)

@@ -74,9 +74,11 @@ def read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def encode_spec(argv: Sequence[str], env: Mapping[str, str], rlimits: Sequence[tuple[int, int]],
-                read_paths: Sequence[str]) -> bytes:
-    """The stage's spec as the helper reads it: counted NUL-terminated fields."""
+def encode_spec(*, argv: Sequence[str], env: Mapping[str, str],
+                rlimits: Sequence[tuple[int, int]], read_paths: Sequence[str]) -> bytes:
+    """The stage's spec as the helper reads it from its control pipe: four
+    counted groups of NUL-terminated fields (argv, env, rlimit pairs, read
+    paths), in that order (pesto-exec.c's usage)."""
     items: list[str] = []
     for group in (list(argv), [f"{k}={v}" for k, v in env.items()],
                   [str(x) for pair in rlimits for x in pair], list(read_paths)):
@@ -97,18 +99,28 @@ def spawn(*, uid: int, gid: int, workdir: str, tmp_size: int, namespaces: bool,
           landlock_rules: Sequence[tuple[str, int]] = ()) -> int:
     """Start a standby for one stage; returns its pid.
 
-    The descriptors given reach the helper as copies made by the spawn's
-    file actions, above every given number (so that no copy overwrites a
-    descriptor still to be copied); the originals stay close-on-exec. The
-    helper moves them to fixed numbers and closes every other one it
-    inherited. The caller closes its copies of the child's ends afterwards.
+    Every value goes as a named option (pesto-exec.c's usage); an absent
+    descriptor (-1) is left out. The descriptors given reach the helper as
+    copies made by the spawn's file actions, above every given number (so
+    that no copy overwrites a descriptor still to be copied); the originals
+    stay close-on-exec. The helper moves them to fixed numbers and closes
+    every other one it inherited. The caller closes its copies of the
+    child's ends afterwards.
     """
-    fds = [stdin, stdout, stderr, ctl, report, status, seccomp, *slot_ns]
-    base = max(fds) + 1
-    actions = [(os.POSIX_SPAWN_DUP2, fd, base + i) for i, fd in enumerate(fds) if fd >= 0]
-    passed = [base + i if fd >= 0 else -1 for i, fd in enumerate(fds)]
-    argv = [find(), str(uid), str(gid), workdir, str(tmp_size), "1" if namespaces else "0",
-            *map(str, passed), str(landlock_abi), *map(str, landlock_handled)]
-    for path, rights in landlock_rules:
-        argv += [path, str(rights)]
+    userns, netns, mntns = slot_ns
+    fds = {"stdin": stdin, "stdout": stdout, "stderr": stderr, "ctl": ctl, "report": report,
+           "status": status, "seccomp": seccomp, "userns": userns, "netns": netns,
+           "mntns": mntns}
+    base = max(fds.values()) + 1
+    argv = [find()]
+    actions = []
+    for i, (name, fd) in enumerate(fds.items()):
+        if fd >= 0:
+            actions.append((os.POSIX_SPAWN_DUP2, fd, base + i))
+            argv.append(f"--{name}={base + i}")
+    handled_fs, handled_net, scoped = landlock_handled
+    argv += [f"--uid={uid}", f"--gid={gid}", f"--workdir={workdir}", f"--tmp-size={tmp_size}",
+             f"--namespaces={int(namespaces)}", f"--landlock-abi={landlock_abi}",
+             f"--handled-fs={handled_fs}", f"--handled-net={handled_net}", f"--scoped={scoped}"]
+    argv += [f"--rule={rights}:{path}" for path, rights in landlock_rules]
     return os.posix_spawn(argv[0], argv, {}, file_actions=actions)

@@ -20,10 +20,13 @@
  * the report pipe is close-on-exec, so EOF without a report means the exec
  * succeeded. The supervisor never mistakes a half-built sandbox for a run.
  *
- * Usage (all numbers decimal; an absent fd is -1):
- *   pesto-exec UID GID WORKDIR TMP_SIZE NAMESPACES
- *              STDIN STDOUT STDERR CTL REPORT STATUS SECCOMP USERNS NETNS MNTNS
- *              LANDLOCK_ABI HANDLED_FS HANDLED_NET SCOPED [PATH RIGHTS]...
+ * Usage (all numbers decimal; named options, in any order, each at most once
+ * but --rule; an absent descriptor is left out):
+ *   pesto-exec --uid=N --gid=N --workdir=PATH [--tmp-size=BYTES] [--namespaces=0|1]
+ *              --stdin=FD --stdout=FD --stderr=FD --ctl=FD --report=FD [--status=FD]
+ *              [--seccomp=FD] [--userns=FD] [--netns=FD] [--mntns=FD]
+ *              [--landlock-abi=N --handled-fs=N --handled-net=N --scoped=N]
+ *              [--rule=RIGHTS:PATH]...
  * Spec on CTL, read to EOF (EOF at once: the standby is discarded, exit 0),
  * NUL-terminated fields:
  *   argc argv... envc env... nrlimits (resource value)... npaths path...
@@ -31,6 +34,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <grp.h>
 #include <sched.h>
 #include <signal.h>
@@ -49,6 +53,37 @@
 
 /* Where the descriptors end up (the supervisor passes its own numbers). */
 enum { FD_CTL = 3, FD_REPORT, FD_STATUS, FD_SECCOMP, FD_USERNS, FD_NETNS, FD_MNTNS, NFDS };
+
+/*
+ * The command line's options. A descriptor's option index is the number it
+ * is moved to (0..NFDS-1), so the table below is the one place that ties a
+ * name to a number; the supervisor names every value it passes.
+ */
+enum { OPT_UID = NFDS, OPT_GID, OPT_WORKDIR, OPT_TMP_SIZE, OPT_NAMESPACES, OPT_LANDLOCK_ABI,
+       OPT_HANDLED_FS, OPT_HANDLED_NET, OPT_SCOPED, OPT_RULE, NOPTS };
+static const struct option options[] = {
+    [0] = { "stdin", required_argument, NULL, 0 },
+    [1] = { "stdout", required_argument, NULL, 1 },
+    [2] = { "stderr", required_argument, NULL, 2 },
+    [FD_CTL] = { "ctl", required_argument, NULL, FD_CTL },
+    [FD_REPORT] = { "report", required_argument, NULL, FD_REPORT },
+    [FD_STATUS] = { "status", required_argument, NULL, FD_STATUS },
+    [FD_SECCOMP] = { "seccomp", required_argument, NULL, FD_SECCOMP },
+    [FD_USERNS] = { "userns", required_argument, NULL, FD_USERNS },
+    [FD_NETNS] = { "netns", required_argument, NULL, FD_NETNS },
+    [FD_MNTNS] = { "mntns", required_argument, NULL, FD_MNTNS },
+    [OPT_UID] = { "uid", required_argument, NULL, OPT_UID },
+    [OPT_GID] = { "gid", required_argument, NULL, OPT_GID },
+    [OPT_WORKDIR] = { "workdir", required_argument, NULL, OPT_WORKDIR },
+    [OPT_TMP_SIZE] = { "tmp-size", required_argument, NULL, OPT_TMP_SIZE },
+    [OPT_NAMESPACES] = { "namespaces", required_argument, NULL, OPT_NAMESPACES },
+    [OPT_LANDLOCK_ABI] = { "landlock-abi", required_argument, NULL, OPT_LANDLOCK_ABI },
+    [OPT_HANDLED_FS] = { "handled-fs", required_argument, NULL, OPT_HANDLED_FS },
+    [OPT_HANDLED_NET] = { "handled-net", required_argument, NULL, OPT_HANDLED_NET },
+    [OPT_SCOPED] = { "scoped", required_argument, NULL, OPT_SCOPED },
+    [OPT_RULE] = { "rule", required_argument, NULL, OPT_RULE },
+    [NOPTS] = { NULL, 0, NULL, 0 },
+};
 
 #define SPEC_MAX (16 << 20)
 #define RUN_NICE 10
@@ -224,7 +259,7 @@ struct stage {
     int ll_abi;
     struct ll_ruleset_attr ll_attr;
     int nrules;
-    char **rules;          /* PATH RIGHTS pairs */
+    char **rules;          /* "RIGHTS:PATH" each */
     int have_seccomp;
 };
 
@@ -355,22 +390,51 @@ static void enter_namespaces(uid_t uid, gid_t gid, const char *workdir, long tmp
             set_mount_attr(tmps[i], 0, 0, MOUNT_ATTR_RDONLY_);
 }
 
+/* An option's number, or `absent` where it was not given. */
+static long opt_num(const char *const *opt, int i, long absent)
+{
+    return opt[i] ? num(opt[i]) : absent;
+}
+
+static const char *required(const char *const *opt, int i)
+{
+    if (!opt[i])
+        fail(EINVAL, "missing --%s", options[i].name);
+    return opt[i];
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 20 || (argc - 20) % 2)
-        return 2;
-    uid_t uid = num(argv[1]);
-    gid_t gid = num(argv[2]);
-    const char *workdir = argv[3];
-    long tmp_size = num(argv[4]);
-    int with_ns = num(argv[5]);
+    /* The options as given. Numbers are read only once the report
+     * descriptor is known, so that a bad command line is reported too. */
+    const char *opt[NOPTS] = { 0 };
+    char **rules = calloc(argc, sizeof *rules);   /* "RIGHTS:PATH" each */
+    int nrules = 0, bad = !rules;
+    opterr = 0;   /* no message to the supervisor's stderr: reported below */
+    for (int o; (o = getopt_long(argc, argv, "", options, NULL)) != -1;) {
+        if (o == OPT_RULE && rules)
+            rules[nrules++] = optarg;
+        else if (o >= 0 && o < NOPTS && o != OPT_RULE && !opt[o])
+            opt[o] = optarg;
+        else
+            bad = 1;   /* unknown, repeated, or without its value */
+    }
+    step = "options";
+    report_fd = opt_num(opt, FD_REPORT, -1);
+    if (bad || optind != argc)
+        fail(EINVAL, "bad command line");
+    uid_t uid = num(required(opt, OPT_UID));
+    gid_t gid = num(required(opt, OPT_GID));
+    const char *workdir = required(opt, OPT_WORKDIR);
+    long tmp_size = opt_num(opt, OPT_TMP_SIZE, 0);
+    int with_ns = opt_num(opt, OPT_NAMESPACES, 0);
     int given[NFDS];   /* stdin stdout stderr ctl report status seccomp userns netns mntns */
     for (int i = 0; i < NFDS; i++)
-        given[i] = num(argv[6 + i]);
-    int ll_abi = num(argv[16]);
-    struct ll_ruleset_attr ll_attr = { (uint64_t)num(argv[17]), (uint64_t)num(argv[18]),
-                                       (uint64_t)num(argv[19]) };
-    report_fd = given[4];
+        given[i] = opt_num(opt, i, -1);
+    int ll_abi = opt_num(opt, OPT_LANDLOCK_ABI, 0);
+    struct ll_ruleset_attr ll_attr = { (uint64_t)opt_num(opt, OPT_HANDLED_FS, 0),
+                                       (uint64_t)opt_num(opt, OPT_HANDLED_NET, 0),
+                                       (uint64_t)opt_num(opt, OPT_SCOPED, 0) };
     pid_t supervisor = getppid();
 
     /* Dispositions the supervisor ignores (Python ignores SIGPIPE and
@@ -446,8 +510,7 @@ int main(int argc, char **argv)
     if (getppid() != supervisor)
         fail(ESRCH, "supervisor gone");
 
-    struct stage stage = { workdir, ll_abi, ll_attr, argc - 20, argv + 20,
-                           copies[FD_SECCOMP] >= 0 };
+    struct stage stage = { workdir, ll_abi, ll_attr, nrules, rules, copies[FD_SECCOMP] >= 0 };
     if (with_ns) {
         enter_namespaces(uid, gid, workdir, tmp_size, copies[FD_NETNS] < 0);
         start_init(&stage);
@@ -475,9 +538,14 @@ static int program(void *arg)
         size_t size = stage->ll_abi >= 6 ? 24 : stage->ll_abi >= 4 ? 16 : 8;
         ruleset = syscall(SYS_landlock_create_ruleset, &stage->ll_attr, size, 0);
         CHECK(ruleset, "landlock_create_ruleset");
-        for (int i = 0; i + 1 < stage->nrules; i += 2)
-            landlock_add(ruleset, stage->rules[i], (uint64_t)num(stage->rules[i + 1]),
-                         stage->ll_attr.handled_fs);
+        for (int i = 0; i < stage->nrules; i++) {
+            char *path;
+            errno = 0;
+            uint64_t rights = strtoull(stage->rules[i], &path, 10);
+            if (errno || path == stage->rules[i] || *path != ':')
+                fail(EINVAL, "bad rule %.40s", stage->rules[i]);
+            landlock_add(ruleset, path + 1, rights, stage->ll_attr.handled_fs);
+        }
     }
 
     /* no_new_privs: setuid binaries cannot elevate, and an unprivileged

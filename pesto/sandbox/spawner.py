@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 
-from pesto.sandbox import context, cpus, helper, kernel, reach, supervisor
+from pesto.sandbox import cleanup, context, cpus, helper, kernel, reach, supervisor
 
 
 def main(argv: list[str]) -> int:
@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
         return 1
     allowed = os.sched_getaffinity(0)
     # Whatever a crashed predecessor left behind goes before the first job.
-    supervisor.sweep_stale(ctx)
+    cleanup.sweep_stale(ctx)
     # Supervisors are never waited for: let the kernel reap them. As a
     # subreaper the spawner also inherits (and so reaps) whatever a dead
     # supervisor leaves behind, instead of leaving zombies to a PID 1 that
