@@ -174,7 +174,8 @@ def sweep(uid: int, ctx: Context) -> None:
 def sweep_if_dirty(uid: int, lock_fd: int, ctx: Context) -> bool:
     """Sweep a uid just locked if its previous holder died before cleaning
     (lock file left "dirty", or a work dir left behind). True if it swept."""
-    if os.pread(lock_fd, 5, 0) == b"dirty" or os.path.lexists(os.path.join(ctx.work_root, str(uid))):
+    dirty = os.pread(lock_fd, 5, 0) == b"dirty"
+    if dirty or os.path.lexists(os.path.join(ctx.work_root, str(uid))):
         sweep(uid, ctx)
         return True
     return False

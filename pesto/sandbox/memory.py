@@ -13,11 +13,15 @@ import os
 import resource
 import time
 from collections.abc import Iterable
+from typing import Literal
 
 MIB = 1 << 20
 
+# The mechanisms a language can choose (its `[limits] memory`), each below.
+MemoryMode = Literal["address-space", "data", "runtime-flag", "watch"]
 
-def rlimit(mode: str, memory: int, reserve: int) -> tuple[int, int]:
+
+def rlimit(mode: MemoryMode, memory: int, reserve: int) -> tuple[int, int]:
     """The rlimit for a stage limited to `memory` bytes, without a cgroup.
 
     address-space: RLIMIT_AS at the limit (what most runtimes tolerate).

@@ -12,17 +12,15 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from typing import Literal, Union
+from typing import Union
 
 import msgspec
 
+from pesto.sandbox.memory import MemoryMode
 from pesto.sandbox.status import Status
 
 MAX_MESSAGE = 64 * 1024 * 1024
 _HEADER = struct.Struct("!I")
-
-# How a stage's memory limit is held without a memory cgroup (memory.py).
-MemoryMode = Literal["address-space", "data", "runtime-flag", "watch"]
 
 
 class BadMessage(ValueError):
@@ -45,7 +43,7 @@ class StageSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     wall_ms: int
     cpu_seconds: int               # RLIMIT_CPU: a backstop behind wall_ms
     memory: int
-    memory_mode: MemoryMode = "address-space"
+    memory_mode: MemoryMode = "address-space"   # without a memory cgroup (memory.py)
     memory_reserve: int = 0
     processes: int
     open_files: int
