@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -17,7 +16,7 @@ import subprocess
 import sys
 from typing import Any, AsyncIterator
 
-import attrs
+import msgspec
 
 from pesto.errors import ConfigError, SandboxError, SandboxSetupFailed
 from pesto.sandbox import protocol
@@ -174,41 +173,47 @@ class Sandbox:
         ConfigError, saying what to do, if the host has it otherwise.
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        cfg = json.dumps({"uid_base": uid_base, "uid_count": uid_count,
-                          "sandbox_dir": str(sandbox_dir), "disable": list(disable),
-                          "disk_limit": disk_limit, "slots": slots, "pin_cpus": pin_cpus})
+        cfg = msgspec.json.encode(protocol.SpawnerConfig(
+            uid_base=uid_base, uid_count=uid_count, sandbox_dir=str(sandbox_dir),
+            disable=list(disable), disk_limit=disk_limit, slots=slots, pin_cpus=pin_cpus))
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pesto.sandbox.spawner", str(theirs.fileno()), cfg],
+            [sys.executable, "-m", "pesto.sandbox.spawner", str(theirs.fileno()), cfg.decode()],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True,
             env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(sys.path)})
         theirs.close()
         # The paths to check go over the socket, not the command line: any
         # uid can read a process's cmdline, and the data dir is among them.
-        ours.sendall(json.dumps({"need": [attrs.asdict(n) for n in need or ()],
-                                 "deny": list(deny or ())}).encode())
+        ours.sendall(msgspec.json.encode(protocol.StartPaths(list(need or ()), list(deny or ()))))
         loop = asyncio.get_running_loop()
         ours.setblocking(False)
         try:
-            report = await asyncio.wait_for(loop.sock_recv(ours, 65536), 60)
+            raw = await asyncio.wait_for(loop.sock_recv(ours, 65536), 60)
         except (OSError, asyncio.TimeoutError) as exc:
             proc.kill()
             ours.close()
             raise SandboxError(f"the sandbox spawner did not start: {exc!r}") from None
-        if not report:
+        if not raw:
             proc.wait()
             ours.close()
             raise SandboxError(f"the sandbox spawner exited ({proc.returncode}) while probing")
         ours.setblocking(True)
-        layers = json.loads(report)
-        if "unreachable" in layers:
+        try:
+            report = protocol.decode_start(raw, protocol.StartReport)
+        except protocol.BadMessage as exc:
+            proc.kill()
+            proc.wait()
+            ours.close()
+            raise SandboxError(f"the sandbox spawner answered: {exc}") from None
+        if report.unreachable:
             proc.wait()
             ours.close()
             raise ConfigError("runs could not work on this host as laid out:\n  "
-                              + "\n  ".join(layers["unreachable"]))
-        if "error" in layers:
+                              + "\n  ".join(report.unreachable))
+        if report.error is not None:
             proc.wait()
             ours.close()
-            raise SandboxError(f"the sandbox cannot start: {layers['error']}")
+            raise SandboxError(f"the sandbox cannot start: {report.error}")
+        layers = {name: msgspec.structs.asdict(layer) for name, layer in report.layers.items()}
         sandbox = cls(proc, ours, layers, os.path.join(sandbox_dir, "work"), slots)
         for i in range(slots):
             sandbox._idle.put_nowait(await sandbox._new_slot(i))

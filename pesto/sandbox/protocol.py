@@ -1,10 +1,12 @@
-"""The messages between the server and a slot's supervisor, and their framing.
+"""The messages between the server and the sandbox's processes, and their framing.
 
-Each message is a 4-byte big-endian length, then the message as JSON
-(msgspec). Every message is a declared type: the server sends a `Request`
-(a tagged union on "op"), the supervisor answers each with one `Reply`
-(a tagged union on "reply"). Decoding is typed, so a malformed message is a
-`BadMessage` where it is read, never a KeyError later.
+To a slot's supervisor: each message is a 4-byte big-endian length, then
+the message as JSON (msgspec). The server sends a `Request` (a tagged union
+on "op"), the supervisor answers each with one `Reply` (a tagged union on
+"reply"). At the spawner's start: a `SpawnerConfig` on its command line,
+`StartPaths` and a `StartReport` as one datagram each on its control
+socket. Decoding is typed, so a malformed message is a `BadMessage` where it
+is read, never a KeyError later.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Union
 import msgspec
 
 from pesto.sandbox.memory import MemoryMode
+from pesto.sandbox.reach import Need
 from pesto.sandbox.status import Status
 
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -164,6 +167,50 @@ class Failed(Reply, frozen=True, tag="failed", kw_only=True):
 
 
 AnyReply = Union[Prepared, StageDone, Closed, Aborted, Synced, Swept, Failed]
+
+
+# -- the spawner's start --------------------------------------------------------
+
+class SpawnerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The spawner's settings: on its command line, so nothing secret (any
+    uid can read a process's cmdline)."""
+    uid_base: int
+    uid_count: int
+    sandbox_dir: str
+    disable: list[str]
+    disk_limit: int
+    slots: int
+    pin_cpus: bool
+
+
+class StartPaths(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a run uid must and must not reach (reach.layout); over the socket,
+    not the command line: the data dir is among them."""
+    need: list[Need]
+    deny: list[tuple[str, str]]
+
+
+class LayerReport(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    available: bool
+    enabled: bool
+    reason: str
+
+
+class StartReport(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The spawner's probe of the host (each layer: available, enabled, why),
+    or why it cannot start; `unreachable`: paths a run uid could not (or
+    could) reach, each a line saying what to do."""
+    layers: dict[str, LayerReport] = {}
+    error: str | None = None
+    unreachable: list[str] = []
+
+
+def decode_start(body: bytes | str, kind: type[msgspec.Struct]):
+    """One start-up message of the given type. Raises BadMessage."""
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.DecodeError as exc:
+        raise BadMessage(f"malformed {kind.__name__}: {exc}") from None
 
 
 # -- framing ------------------------------------------------------------------

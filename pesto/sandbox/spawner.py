@@ -10,35 +10,35 @@ would cost a Python fork and a cgroup move (docs/benchmarks.md) on every run.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import signal
 import socket
 import sys
 
-from pesto.sandbox import cleanup, context, cpus, helper, kernel, reach, supervisor
+import msgspec
+
+from pesto.sandbox import cleanup, context, cpus, helper, kernel, protocol, reach, supervisor
 
 
 def main(argv: list[str]) -> int:
     ctrl = socket.socket(fileno=int(argv[0]))
-    cfg = json.loads(argv[1])
+    cfg = protocol.decode_start(argv[1], protocol.SpawnerConfig)
     # The start-up path check's lists (reach.py), sent first by the server.
-    paths = json.loads(ctrl.recv(1 << 20) or b"{}")
+    paths = protocol.decode_start(ctrl.recv(1 << 20), protocol.StartPaths)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # a Ctrl-C is the server's to handle
     try:
-        ctx = context.probe(uid_base=cfg["uid_base"], uid_count=cfg["uid_count"],
-                            sandbox_dir=cfg["sandbox_dir"], disable=tuple(cfg["disable"]),
-                            disk_limit=cfg["disk_limit"])
+        ctx = context.probe(uid_base=cfg.uid_base, uid_count=cfg.uid_count,
+                            sandbox_dir=cfg.sandbox_dir, disable=tuple(cfg.disable),
+                            disk_limit=cfg.disk_limit)
     except helper.HelperMissing as exc:
-        ctrl.send(json.dumps({"error": str(exc)}).encode())
+        ctrl.send(msgspec.json.encode(protocol.StartReport(error=str(exc))))
         return 1
     # Before any slot: a run uid that cannot reach its language (or a data
     # dir it could read) would fail (or leak) on every job.
-    need = [reach.Need(**n) for n in paths.get("need", [])]
-    problems = reach.check(need, [tuple(d) for d in paths.get("deny", [])],
-                           private_tmp=ctx.namespaces)
+    problems = reach.check(paths.need, paths.deny, private_tmp=ctx.namespaces)
     if problems:
-        ctrl.send(json.dumps({"error": "; ".join(problems), "unreachable": problems}).encode())
+        ctrl.send(msgspec.json.encode(protocol.StartReport(error="; ".join(problems),
+                                                           unreachable=problems)))
         return 1
     allowed = os.sched_getaffinity(0)
     # Whatever a crashed predecessor left behind goes before the first job.
@@ -53,7 +53,9 @@ def main(argv: list[str]) -> int:
     # collector from touching (and so copying) those pages in the children.
     gc.collect()
     gc.freeze()
-    ctrl.send(json.dumps(ctx.report()).encode())
+    ctrl.send(msgspec.json.encode(protocol.StartReport(layers={
+        name: protocol.LayerReport(layer.available, layer.enabled, layer.reason)
+        for name, layer in ctx.layers.items()})))
     while True:
         try:
             msg, fds, _flags, _addr = socket.recv_fds(ctrl, 64, 1)
@@ -71,7 +73,7 @@ def main(argv: list[str]) -> int:
             code = 0
             try:
                 ctrl.close()
-                pinned = cpus.slot_cpus(allowed, cfg["slots"], slot) if cfg["pin_cpus"] else None
+                pinned = cpus.slot_cpus(allowed, cfg.slots, slot) if cfg.pin_cpus else None
                 if pinned is not None:
                     try:   # inherited by everything the slot starts
                         os.sched_setaffinity(0, pinned)

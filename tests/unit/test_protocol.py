@@ -134,3 +134,18 @@ def test_engine_turns_the_outcome_into_its_stage_result():
     r = stage_result(OUTCOME)
     assert (r.stdout, r.exit_code, r.status, r.wall_time, r.cpu_time, r.memory, r.truncated) == (
         "hi\n", 0, Status.OK, 12, 9, 8 << 20, False)
+
+
+def test_spawner_start_messages():
+    from pesto.sandbox.reach import Need
+    cfg = p.SpawnerConfig(uid_base=66000, uid_count=400, sandbox_dir="/var/lib/pesto/sandbox",
+                          disable=["cgroups"], disk_limit=64 << 20, slots=2, pin_cpus=True)
+    paths = p.StartPaths([Need("/usr/lib/jvm", "dir", "java")], [("/var/lib/pesto/data", "data")])
+    report = p.StartReport(layers={"seccomp": p.LayerReport(True, False, "disabled")})
+    for msg in (cfg, paths, report, p.StartReport(error="x", unreachable=["a", "b"])):
+        assert p.decode_start(msgspec.json.encode(msg), type(msg)) == msg
+    assert p.decode_start(msgspec.json.encode(cfg).decode(), p.SpawnerConfig) == cfg   # argv
+    with pytest.raises(p.BadMessage, match="malformed StartReport"):
+        p.decode_start(b'{"layers": {"seccomp": {"enabled": true}}}', p.StartReport)
+    with pytest.raises(p.BadMessage, match="malformed SpawnerConfig"):
+        p.decode_start(b'{"uid_base": 1}', p.SpawnerConfig)
