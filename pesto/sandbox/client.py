@@ -14,7 +14,7 @@ import os
 import socket
 import subprocess
 import sys
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, TypeVar
 
 import msgspec
 
@@ -22,6 +22,8 @@ from pesto.errors import ConfigError, SandboxError, SandboxSetupFailed
 from pesto.sandbox import protocol
 
 log = logging.getLogger("pesto.sandbox")
+
+R = TypeVar("R", bound=protocol.Reply)
 
 
 class Slot:
@@ -94,7 +96,9 @@ class Session:
         self.pending: protocol.Prepare | None = None   # to go with the first stage
         self.snapshot_error: str | None = None   # why a stage's `snapshot` was not kept
 
-    async def _call(self, msg: protocol.Request) -> protocol.AnyReply:
+    async def _call(self, msg: protocol.Request, expect: type[R]) -> R:
+        """The reply to msg, of type `expect`. Raises SandboxSetupFailed,
+        SandboxError (a Failed reply, or one of another type)."""
         reply = await self.slot.call(msg)
         if isinstance(reply, protocol.Failed):
             if reply.setup is not None:
@@ -107,6 +111,9 @@ class Session:
                     f"{os.strerror(setup.errno)}); the server's operator should run "
                     "`pesto doctor`")
             raise SandboxError(f"sandbox failure: {reply.error}")
+        if not isinstance(reply, expect):
+            raise SandboxError(f"sandbox failure: {type(reply).__name__} in reply to "
+                               f"{type(msg).__name__}")
         return reply
 
     async def prepare(self, files: list[tuple[str, str | bytes]],
@@ -122,8 +129,7 @@ class Session:
             self.uid, self.slot.next_uid = self.slot.next_uid, -1
             self.pending = msg
             return os.path.join(self.work_root, str(self.uid))
-        reply = await self._call(msg)
-        assert isinstance(reply, protocol.Prepared)
+        reply = await self._call(msg, protocol.Prepared)
         self.uid = reply.uid
         return reply.workdir
 
@@ -136,9 +142,7 @@ class Session:
         # The supervisor checks the prepare's uid is the one it readied.
         msg = protocol.Stage(spec=spec, prepare=self.pending)
         self.pending = None
-        reply = await self._call(msg)
-        if not isinstance(reply, protocol.StageDone):
-            raise SandboxError(f"sandbox failure: {type(reply).__name__} for a stage")
+        reply = await self._call(msg, protocol.StageDone)
         if spec.snapshot and reply.snapshot_error is not None:
             self.snapshot_error = reply.snapshot_error
         if not spec.more:
@@ -148,7 +152,7 @@ class Session:
     async def close(self) -> None:
         if not self.closed:
             self.closed = True
-            await self._call(protocol.Close())
+            await self._call(protocol.Close(), protocol.Closed)
 
 
 class Sandbox:

@@ -8,6 +8,7 @@ import pathlib
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -113,11 +114,22 @@ def test_unremovable_raises(top):
         os.chmod(root / "66001" / "sub", 0o700)
 
 
+REAPER_SCRIPT = """
+import os, subprocess
+from pesto.sandbox.cleanup import Reaper
+proc = subprocess.Popen(["/bin/sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"])
+os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)   # exited, not yet reaped
+reaper = Reaper(os.getuid())
+alive = reaper.reap_exited()
+print(alive, reaper.cpu > 0, reaper.rss > 0)
+proc.returncode = 0   # reaped by the reaper, not by Popen
+"""
+
+
 def test_reaper_counts_what_exited():
-    """Reaping only (no kill: that is by uid, and needs root)."""
-    proc = subprocess.Popen(["/bin/sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"])
-    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)   # exited, not yet reaped
-    reaper = Reaper(os.getuid())
-    assert reaper.reap_exited() is False   # nothing left alive
-    assert reaper.cpu > 0 and reaper.rss > 0
-    proc.returncode = 0   # reaped by the reaper, not by Popen
+    """Reaping only (no kill: that is by uid, and needs root), in a process
+    of its own: the reaper waits for any child, and this one's are the
+    test session's."""
+    out = subprocess.run([sys.executable, "-c", REAPER_SCRIPT], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    assert out.split() == ["False", "True", "True"]

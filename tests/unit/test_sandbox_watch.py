@@ -1,6 +1,8 @@
 """The watch of a stage (watch.py) against real processes of the current
 user: the output cap, the deadline, stdin, an abort; and how an end becomes
-an outcome. Killing is by the process's pidfd here, not by uid (that needs root)."""
+an outcome. Killing is by the process's pidfd here, not by uid (that needs
+root), and reaping only of the program itself: the test process has other
+children (a test session's sandbox spawner) that are not the stage's."""
 
 from __future__ import annotations
 
@@ -15,6 +17,16 @@ from pesto.sandbox import protocol, watch
 from pesto.sandbox.cleanup import Reaper
 from pesto.sandbox.standby import Standby
 from pesto.sandbox.status import Status
+
+
+class ProgramOnly(Reaper):
+    """The watch reaps the program by its pid; nothing else here is the run's."""
+
+    def reap_exited(self) -> bool:
+        return False
+
+    def kill_and_reap(self) -> None:
+        pass
 
 
 def start(argv: list[str]) -> Standby:
@@ -42,7 +54,7 @@ def run(argv: list[str], *, stdin: bytes = b"", wall_ms: int = 5000, cap: int = 
     try:
         return watch.watch(sb, stdin=stdin, start=time.monotonic(), wall_ms=wall_ms,
                            output_limit=cap, sock=sock or a, kill=kill,
-                           reaper=Reaper(os.getuid()))
+                           reaper=ProgramOnly(os.getuid()))
     finally:
         sb.close()
         try:   # killed by an abort: not reaped by the watch
