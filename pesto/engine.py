@@ -11,7 +11,6 @@ import math
 import os
 from typing import Any
 
-
 from pesto import judging
 from pesto.config import Settings
 from pesto.errors import ConfigError
