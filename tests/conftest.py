@@ -1,4 +1,9 @@
-"""Shared fixtures: a real Engine (real spawner, real uids) on its own event loop."""
+"""Shared fixtures: a real Engine (real spawner, real uids) on its own event loop.
+
+pytest loads this file for tests/unit too, which runs without root: importing
+it must need none, and a fixture that needs root starts (or skips) only when
+a test asks for it.
+"""
 
 from __future__ import annotations
 

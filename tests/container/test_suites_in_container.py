@@ -19,7 +19,7 @@ pytestmark = pytest.mark.container
 # test_memory_host.py and test_reach.py: the memory watch, doctor's memory
 # report and the start-up path checks where the layers differ.
 SUITES = ["tests/test_sandbox.py", "tests/test_traps.py", "tests/test_layers.py",
-          "tests/test_accounting.py", "tests/test_units.py", "tests/test_languages.py",
+          "tests/test_accounting.py", "tests/unit", "tests/test_languages.py",
           "tests/test_memory_host.py", "tests/test_reach.py"]
 
 
