@@ -114,7 +114,7 @@ def test_run_has_its_own_namespaces_and_sees_nothing_of_the_host(bare_ns, host_s
     """)
     r = bare_ns.run("python", code)
     ns_line, shm_line, pid_line, proc_line = r.runtime.stdout.splitlines()
-    for name, theirs in zip(NAMESPACES, ns_line.split()):
+    for name, theirs in zip(NAMESPACES, ns_line.split(), strict=True):
         assert theirs != os.readlink(f"/proc/self/ns/{name}"), (name, theirs)
     assert shm_line == "0", r                   # the host's segment is invisible (IPC)
     pid, proc_self = pid_line.split()
