@@ -99,7 +99,9 @@ def test_language_toml_is_strict(tmp_path, body, needle):
     write_lang(tmp_path, "bad", body)
     with pytest.raises(ConfigError) as exc:
         load_registry(tmp_path)
-    assert "bad/language.toml" in str(exc.value) and needle in str(exc.value)
+    # The temporary directory's own path may hold the needle (/tmp/pytest-of-runner/...).
+    message = str(exc.value).replace(str(tmp_path), "<tmp>")
+    assert "<tmp>/bad/language.toml" in message and needle in message.replace("<tmp>", ""), message
 
 
 def test_shipped_language_folders_load():
