@@ -31,9 +31,10 @@ if str(CLIENT_SRC) not in sys.path:
 def _borrowed_fixtures(item: pytest.Item) -> list[str]:
     """The fixtures `item` uses that are defined in tests/ outside tests/unit/."""
     borrowed = []
-    # _fixtureinfo is pytest's resolved fixture closure of the test (no public
-    # accessor gives where each fixture was defined).
-    for name, defs in item._fixtureinfo.name2fixturedefs.items():
+    # _fixtureinfo is pytest's resolved fixture closure of a test function (no
+    # public accessor gives where each fixture was defined).
+    info = getattr(item, "_fixtureinfo", None)
+    for name, defs in (info.name2fixturedefs.items() if info else ()):
         where = Path(inspect.getfile(defs[-1].func)).resolve()
         if where.is_relative_to(TESTS) and not where.is_relative_to(UNIT):
             borrowed.append(f"{name!r} ({where.relative_to(TESTS.parent)})")
