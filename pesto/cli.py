@@ -202,12 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--store", metavar="URL", help="the store to report on (default: $PESTO_STORE_URL)")
     doc.set_defaults(func=cmd_doctor)
 
-    try:
-        from pesto.api.cli import add_commands
-    except ImportError:
-        pass
-    else:
-        add_commands(sub)
+    from pesto.api.cli import add_commands     # serve and token
+    add_commands(sub)
     return p
 
 

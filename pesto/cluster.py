@@ -32,14 +32,15 @@ import os
 import socket
 import time
 import uuid
-from typing import Any, Awaitable
+from typing import Any
 
-from pesto.errors import (Interrupted, JobCancelled, PestoError, QueueFull, QuotaExceeded,
-                          RateLimited, TooManyJobs)
+from pesto import limits
+from pesto.clock import utcnow
+from pesto.domain import Job, JobStatus, Token
+from pesto.errors import Interrupted, JobCancelled, PestoError, QueueFull
 from pesto.models import ExecuteRequest
 from pesto.outcomes import Outcome, error_json, outcome_of, still_queued
 from pesto.scheduler import Entry, Scheduler, State
-from pesto.store import Job, JobStatus, Token, utcnow
 
 log = logging.getLogger("pesto.cluster")
 
@@ -47,31 +48,6 @@ POLL_INTERVAL = 1.0         # seconds between claims/polls when no notification 
 EARLY_CANCEL_TTL = 30.0     # seconds a cancel for a job not (yet) here is remembered
 
 
-def _next_month_seconds() -> int:
-    from pesto.api.routes import _seconds_to_next_month
-    import datetime as dt
-    return _seconds_to_next_month(dt.datetime.now(dt.timezone.utc))
-
-
-class SharedRateLimiter:
-    """The per-token requests-per-minute window, kept in the database for every node."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def hit(self, token: Token) -> Awaitable[None] | None:
-        """None for a token without a rate limit, else an awaitable that raises RateLimited."""
-        if token.rate_limit is None:
-            return None
-        return self._hit(token)
-
-    async def _hit(self, token: Token) -> None:
-        wait = await self._store.rate_hit(token.id, token.rate_limit)
-        if wait:
-            retry = max(1, math.ceil(wait))
-            raise RateLimited(
-                f"this token may make {token.rate_limit} requests per minute; retry in {retry} s",
-                retry_after=retry)
 
 
 class ClusterScheduler(Scheduler):
@@ -198,14 +174,9 @@ class ClusterScheduler(Scheduler):
             "fetch it with GET /api/jobs/<id>")
 
     def _refusal(self, verdict: str, token: Token) -> PestoError:
-        if verdict == "concurrency":
-            return TooManyJobs(
-                f"this token may have {token.max_concurrency} jobs queued or running at once; "
-                "wait for one to finish", retry_after=max(1, math.ceil(self._avg_run)))
-        if verdict == "quota":
-            return QuotaExceeded(
-                f"this token may run {token.monthly_limit} executions per calendar month (UTC)",
-                retry_after=_next_month_seconds())
+        refused = limits.refusal(verdict, token, max(1, math.ceil(self._avg_run)))
+        if refused is not None:
+            return refused
         if verdict == "full":
             self._shared_queued = max(self._shared_queued, self.queue_size)
             return QueueFull(f"the cluster's queue is full ({self.queue_size} jobs); retry later",

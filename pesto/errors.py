@@ -27,6 +27,10 @@ class InvalidRequest(PestoError):
     code = "INVALID_REQUEST"
 
 
+class PistonError(InvalidRequest):
+    """A request Piston itself refuses with 400 and this message (pesto/api/piston.py)."""
+
+
 class RuntimeNotFound(PestoError):
     status_code = 400
     code = "RUNTIME_NOT_FOUND"
@@ -104,19 +108,37 @@ class QueueFull(PestoError):
     code = "QUEUE_FULL"
 
 
+class JobCancelled(PestoError):
+    """A job was cancelled (DELETE /api/jobs/<id>) while its client waited for it."""
+    status_code = 409
+    code = "JOB_CANCELLED"
+
+
+class Interrupted(PestoError):
+    """The server stopped (crash or shutdown) while the job was running."""
+    status_code = 500
+    code = "INTERRUPTED"
+
+
 class ShuttingDown(PestoError):
     """The server is stopping and takes no new work."""
     status_code = 503
     code = "SHUTTING_DOWN"
 
 
-class TokenExists(PestoError):
-    """`pesto token create` with a name already in use (a CLI error, not HTTP)."""
-    status_code = 409
-    code = "TOKEN_EXISTS"
-
-
 # --- Token requests from the page at / (pesto/api/front.py) ---
+
+class RequestRefused(PestoError):
+    """A token request the store will not take: `why` is "duplicate" or "full".
+
+    The store's answer, never sent as is: the page's handler turns it into
+    DuplicateRequest or TooManyPending.
+    """
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
 
 class TokenRequestsOff(PestoError):
     """The operator set token_requests = "off"."""
@@ -140,15 +162,3 @@ class TooManyPending(PestoError):
     """The bound on requests waiting for review is reached."""
     status_code = 503
     code = "TOO_MANY_PENDING"
-
-
-class JobCancelled(PestoError):
-    """A job was cancelled (DELETE /api/jobs/<id>) while its client waited for it."""
-    status_code = 409
-    code = "JOB_CANCELLED"
-
-
-class Interrupted(PestoError):
-    """The server stopped (crash or shutdown) while the job was running."""
-    status_code = 500
-    code = "INTERRUPTED"

@@ -41,7 +41,8 @@ from typing import Protocol
 import attrs
 
 from pesto.errors import JobCancelled, PestoError, ShuttingDown
-from pesto.store import Job, JobStatus, utcnow
+from pesto.clock import utcnow
+from pesto.domain import Job, JobStatus
 
 log = logging.getLogger("pesto.jobs")
 

@@ -33,14 +33,14 @@ from typing import Any, Callable
 
 import asyncpg
 
-from pesto.store import (Delivery, Job, JobStatus, RequestRefused, RequestStatus, Token,
-                         TokenRequest, utcnow)
+from pesto.clock import utcnow
+from pesto.domain import Delivery, Job, JobStatus, RequestStatus, Token, TokenRequest
+from pesto.errors import RequestRefused
 
 log = logging.getLogger("pesto.store")
 
 PURGE_BATCH = 500
 MIGRATE_LOCK = 0x7065_7374    # "pest": the advisory lock key held while migrating
-CHANNELS = ("pesto_queue", "pesto_done", "pesto_cancel")
 
 # Each entry moves the schema from version i to i+1. Never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (
@@ -409,10 +409,7 @@ class PgStore:
         return None if row is None else Token(*row)
 
     async def token_revoked(self, token_hash: str) -> bool:
-        """Whether a revoked token has this hash (asked only after a failed lookup).
-
-        A coroutine here, a plain call on SQLite: callers await what they get.
-        """
+        """Whether a revoked token has this hash (asked only after a failed lookup)."""
         return await self._pool.fetchval(
             "SELECT EXISTS (SELECT 1 FROM tokens WHERE hash = $1 AND revoked_at IS NOT NULL)",
             token_hash)
@@ -433,8 +430,7 @@ class PgStore:
     async def list_tokens(self, month: str) -> list[Token]:
         """Every token, revoked ones too, oldest first, with usage in `month`."""
         rows = await self._pool.fetch(
-            f"SELECT {_TOKEN_COLUMNS}, coalesce(u.executions, 0),"
-            " (SELECT count(*) FROM jobs j WHERE j.token_id = t.id) FROM tokens t"
+            f"SELECT {_TOKEN_COLUMNS}, coalesce(u.executions, 0) FROM tokens t"
             " LEFT JOIN usage u ON u.token_id = t.id AND u.month = $1 ORDER BY t.id", month)
         return [Token(*row) for row in rows]
 

@@ -39,12 +39,14 @@ from typing import Any, Protocol
 import attrs
 import msgspec
 
+from pesto.clock import utcnow
+from pesto.domain import Job, JobStatus, Token
 from pesto.errors import (Interrupted, JobCancelled, PestoError, QueueFull, SandboxError,
-                          ShuttingDown, TooManyJobs)
+                          ShuttingDown)
+from pesto.limits import check_concurrency
 from pesto.metrics import Metrics
 from pesto.models import ExecuteRequest, ExecuteResult, JudgeResult, Status, parse_request
 from pesto.outcomes import FinishStore, OnFinish, Outcome, Outcomes, error_json, still_queued
-from pesto.store import Job, JobStatus, Token, utcnow
 
 __all__ = ["EngineLike", "Entry", "Interrupted", "JobCancelled", "JobStore", "Outcome",
            "Scheduler", "State", "error_json"]
@@ -251,10 +253,7 @@ class Scheduler:
         anything is written.
         """
         self._refuse_if_closing()
-        if token.max_concurrency is not None and self._per_token[token.id] >= token.max_concurrency:
-            raise TooManyJobs(
-                f"this token may have {token.max_concurrency} jobs queued or running at once; "
-                "wait for one to finish", retry_after=max(1, math.ceil(self._avg_run)))
+        check_concurrency(token, self._per_token[token.id], 1, max(1, math.ceil(self._avg_run)))
         start_now = self._busy() < self.workers and self.queued == 0
         if not start_now and self.queued >= self.queue_size:
             raise QueueFull(f"the server's queue is full ({self.queue_size} jobs); retry later",
@@ -319,12 +318,8 @@ class Scheduler:
         """Raise what `submit` would raise for the last of `count` jobs submitted
         now (a batch is taken whole or not at all); nothing is booked."""
         self._refuse_if_closing()
-        if token.max_concurrency is not None and \
-                self._per_token[token.id] + count > token.max_concurrency:
-            raise TooManyJobs(
-                f"this token may have {token.max_concurrency} jobs queued or running at once "
-                f"({self._per_token[token.id]} now, {count} more asked)",
-                retry_after=max(1, math.ceil(self._avg_run)))
+        check_concurrency(token, self._per_token[token.id], count,
+                          max(1, math.ceil(self._avg_run)), batch=True)
         free = self.workers - self._busy() if self.queued == 0 else 0
         if count - max(0, free) > self.queue_size - self.queued:
             raise QueueFull(f"the server's queue has no room for {count} more jobs; retry later",

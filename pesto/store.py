@@ -23,19 +23,19 @@ store would implement the same methods.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 import sqlite3
 import stat
-import time
 from pathlib import Path
 from typing import Callable, TypeVar
 
 import aiosqlite
 import attrs
 
-from pesto.errors import ConfigError
+from pesto.clock import month_of, utcnow
+from pesto.domain import Delivery, Job, JobStatus, RequestStatus, Token, TokenRequest
+from pesto.errors import ConfigError, RequestRefused
 
 DB_NAME = "pesto.sqlite3"
 CHECKPOINT_EVERY = 200      # loop-thread writes between background checkpoints (~1000 WAL pages)
@@ -43,113 +43,6 @@ PURGE_BATCH = 500           # jobs deleted per statement: the write lock is held
 
 log = logging.getLogger("pesto.store")
 _T = TypeVar("_T")
-
-
-class JobStatus(str, enum.Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-@attrs.frozen
-class Token:
-    id: int
-    name: str
-    created_at: str
-    last_used_at: str | None
-    rate_limit: int | None          # requests per minute
-    monthly_limit: int | None       # executions per calendar month (UTC)
-    max_concurrency: int | None     # queued + running jobs at once
-    revoked_at: str | None = None
-    month_executions: int = 0       # executions in the month asked about
-    jobs_total: int = 0             # jobs still stored (only filled by list_tokens)
-
-
-@attrs.frozen
-class Delivery:
-    """One webhook delivery of a finished job's state (pesto/webhooks.py)."""
-    id: int
-    job_id: str
-    token_id: int
-    url: str
-    payload: str
-    status: str                     # pending, delivered, failed
-    attempts: int
-    created_at: float               # Unix time
-    next_attempt_at: float
-    last_error: str | None = None
-
-
-@attrs.frozen
-class Job:
-    id: str
-    token_id: int
-    status: JobStatus
-    request: str                    # the request body as JSON text
-    created_at: str
-    started_at: str | None = None
-    finished_at: str | None = None
-    result: str | None = None       # the execute response as JSON text
-    error: str | None = None        # {"code", "message"} as JSON text
-
-
-class RequestStatus(str, enum.Enum):
-    PENDING = "pending"             # waiting for `pesto token approve` or `reject`
-    APPROVED = "approved"           # its token waits, sealed, for the claim
-    REJECTED = "rejected"
-    CLAIMED = "claimed"             # its token was shown (or issued at once, in auto mode)
-
-
-@attrs.frozen
-class TokenRequest:
-    """A visitor's request for a token (the form on the page at /)."""
-    id: int
-    name: str
-    email: str                      # lower-cased; unique among requests not rejected
-    purpose: str
-    address: str                    # the client address it came from
-    status: RequestStatus
-    created_at: str
-    decided_at: str | None = None
-    reason: str | None = None       # why it was rejected
-    token_id: int | None = None     # the token issued for it
-    claimed_at: str | None = None
-
-
-class RequestRefused(Exception):
-    """A token request the store will not take: `why` is "duplicate" or "full"."""
-
-    def __init__(self, why: str) -> None:
-        super().__init__(why)
-        self.why = why
-
-
-_second: tuple[int, str] = (-1, "")     # the last second formatted, and its text
-
-
-def utcnow() -> str:
-    """Now as ISO 8601 UTC with milliseconds, e.g. 2026-11-26T06:55:00.123Z.
-
-    A request takes several; the date and time are formatted once a second.
-    """
-    global _second
-    now = time.time()
-    second, text = _second
-    if int(now) != second:
-        second = int(now)
-        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _second = (second, text)        # one assignment: safe from any thread
-    return f"{text}.{int((now - second) * 1000):03d}Z"
-
-
-def month_of(timestamp: str) -> str:
-    return timestamp[:7]            # "YYYY-MM" of an ISO 8601 UTC timestamp
 
 
 # Each entry moves the schema from version i to i+1. Never edit a shipped one.
@@ -469,12 +362,12 @@ class Store:
             self._token_hashes[token.id] = token_hash
         return token
 
-    def token_revoked(self, token_hash: str) -> bool:
+    async def token_revoked(self, token_hash: str) -> bool:
         """Whether a revoked token has this hash (asked only after a failed lookup)."""
         return self._conn.execute("SELECT 1 FROM tokens WHERE hash = ? AND revoked_at IS NOT NULL",
                                   (token_hash,)).fetchone() is not None
 
-    def live_token_hash(self, name: str) -> str | None:
+    async def live_token_hash(self, name: str) -> str | None:
         """The hash of the live token called `name` (config `piston_anonymous_token`)."""
         row = self._conn.execute("SELECT hash FROM tokens WHERE name = ? AND revoked_at IS NULL",
                                  (name,)).fetchone()
@@ -495,8 +388,7 @@ class Store:
     async def list_tokens(self, month: str) -> list[Token]:
         """Every token, revoked ones too, oldest first, with usage in `month`."""
         async with self._db.execute(
-                f"SELECT {_TOKEN_COLUMNS}, coalesce(u.executions, 0),"
-                " (SELECT count(*) FROM jobs j WHERE j.token_id = t.id) FROM tokens t"
+                f"SELECT {_TOKEN_COLUMNS}, coalesce(u.executions, 0) FROM tokens t"
                 " LEFT JOIN usage u ON u.token_id = t.id AND u.month = ?"
                 " ORDER BY t.id", (month,)) as cur:
             rows = await cur.fetchall()

@@ -12,15 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from pesto.domain import Job, JobStatus, Token
 from pesto.errors import ConfigError
-from pesto.store import Job, JobStatus, Store, Token
+from pesto.store import Store
 
 
 class StoreAPI(Protocol):
     """What the API, the scheduler and the CLI call; both backends implement it.
 
     A backend with `cluster = True` also offers what `pesto.cluster` needs
-    (claims, notifications, heartbeats, shared rate limits).
+    (claims, notifications, heartbeats, and `rate_hit`: the rate window of
+    `pesto.limits` shared by every node).
     """
 
     path: Any
@@ -32,6 +34,8 @@ class StoreAPI(Protocol):
                            max_concurrency: int | None = None) -> Token | None: ...
     async def ensure_token(self, name: str, token_hash: str) -> bool: ...
     async def token_by_hash(self, token_hash: str, month: str) -> Token | None: ...
+    async def token_revoked(self, token_hash: str) -> bool: ...
+    async def live_token_hash(self, name: str) -> str | None: ...
     async def list_tokens(self, month: str) -> list[Token]: ...
     async def revoke_token(self, name: str) -> bool: ...
     async def insert_job(self, job: Job) -> None: ...

@@ -36,8 +36,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from pesto.config import Settings
+from pesto.domain import Delivery, Job
 from pesto.models import invalid
-from pesto.store import Delivery, Job, Store
+from pesto.store import Store
 
 log = logging.getLogger("pesto.webhooks")
 

@@ -15,15 +15,16 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 import pesto
-from pesto.api.auth import RateLimiter, hash_token
+from pesto.api.auth import hash_token
 from pesto.api.errors import handle_exception
 from pesto.api.front import ROUTES as FRONT_ROUTES
 from pesto.api.observe import metrics_endpoint, response_counter
 from pesto.api.options import options_handlers
 from pesto.api.piston import ROUTES as PISTON_ROUTES
-from pesto.api.routes import ROUTES, Services, job_body
+from pesto.api.routes import PUBLIC_ROUTES, Services, job_body, token_router
 from pesto.api.schema import WireSchemaPlugin
 from pesto.config import Settings
+from pesto.limits import RateWindow, Rates
 from pesto.metrics import Metrics
 from pesto.models import ExecuteRequest
 from pesto.scheduler import Scheduler
@@ -73,19 +74,19 @@ def create_app(settings: Settings) -> Litestar:
         except BaseException:
             await engine.close()
             raise
-        limiter: Any = RateLimiter()
+        rates: Rates = RateWindow()
 
         def read_request(payload: Any) -> ExecuteRequest:
             return validate_request(payload, settings, engine.registry)
         if getattr(store, "cluster", False):
             # PostgreSQL: the queue and the rate windows are shared (pesto/cluster.py).
-            from pesto.cluster import ClusterScheduler, SharedRateLimiter
+            from pesto.cluster import ClusterScheduler
             scheduler: Scheduler = ClusterScheduler(
                 engine, store, workers=settings.workers, queue_size=settings.queue_size,
                 shutdown_timeout=settings.shutdown_timeout, metrics=metrics,
                 node_name=settings.node_name, lease=settings.node_lease,
                 read_request=read_request)
-            limiter = SharedRateLimiter(store)
+            rates = store                   # PgStore.rate_hit: one window for every node
         else:
             scheduler = Scheduler(engine, store, workers=settings.workers,
                                   queue_size=settings.queue_size,
@@ -96,7 +97,7 @@ def create_app(settings: Settings) -> Litestar:
             {"language": r.language, "version": r.version, "aliases": list(r.spec.aliases),
              "compiled": r.compiled} for r in engine.registry.installed]})
         app.state.pesto = Services(settings=settings, engine=engine, store=store,
-                                   scheduler=scheduler, limiter=limiter, runtimes=runtimes,
+                                   scheduler=scheduler, rates=rates, runtimes=runtimes,
                                    metrics=metrics)
         deliverer = Deliverer(store, settings, job_body)
         scheduler.on_finish = deliverer.job_finished
@@ -119,9 +120,12 @@ def create_app(settings: Settings) -> Litestar:
                 await store.close()
                 await engine.close()
 
-    handlers = [*ROUTES, *PISTON_ROUTES, *FRONT_ROUTES, metrics_endpoint]
+    # The routes under /api that need a token are in `token_router()`;
+    # of the others, Piston's execute route declares its own authentication,
+    # /metrics checks its own token, and the rest are public.
+    public = [*PUBLIC_ROUTES, *PISTON_ROUTES, *FRONT_ROUTES, metrics_endpoint]
     return Litestar(
-        route_handlers=[*options_handlers(handlers), *handlers],
+        route_handlers=[*options_handlers(public), token_router(), *public],
         lifespan=[lifespan],
         before_send=[response_counter(metrics)],
         exception_handlers={Exception: handle_exception},

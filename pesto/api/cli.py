@@ -182,10 +182,10 @@ def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
-    from pesto.store import utcnow
+    from pesto.clock import month_of, utcnow
 
     settings = _settings(args)
-    tokens = asyncio.run(_with_store(settings, lambda s: s.list_tokens(utcnow()[:7])))
+    tokens = asyncio.run(_with_store(settings, lambda s: s.list_tokens(month_of(utcnow()))))
     header = ("NAME", "CREATED", "LAST USED", "RATE/MIN", "MONTHLY", "CONCURRENCY",
               "USED THIS MONTH", "REVOKED")
     rows = [(t.name, t.created_at, t.last_used_at or "-", _limit(t.rate_limit),
@@ -245,7 +245,8 @@ def cmd_token_approve(args: argparse.Namespace) -> int:
     from pesto.api import claim
     from pesto.api.auth import hash_token, new_token
     from pesto.api.front import token_name, trial_limits
-    from pesto.store import RequestRefused, RequestStatus
+    from pesto.domain import RequestStatus
+    from pesto.errors import RequestRefused
 
     settings = _settings(args)
     limits = trial_limits(settings)

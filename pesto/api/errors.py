@@ -8,6 +8,7 @@ validation errors and `hint` where one helps) with the status of API.md and, for
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -59,17 +60,21 @@ def error_response(exc: PestoError, headers: dict[str, str] | None = None) -> Re
                     headers=headers)
 
 
-def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    """Litestar exception handler for every exception type."""
+def handle_exception(request: Request[Any, Any, Any], exc: Exception, *,
+                     render: Callable[[PestoError, dict[str, str] | None], Response[bytes]]
+                     = error_response) -> Response[bytes]:
+    """Litestar exception handler for every exception type; `render` makes the body
+    (Piston's route renders its own)."""
     err = to_pesto_error(exc)
-    if err.status_code == 429:   # a token limit: counted by kind and token name
+    if err.status_code == 429:   # a token limit (pesto.limits): counted by kind and token name
         services = getattr(request.app.state, "pesto", None)
         if services is not None and services.metrics is not None:
-            services.metrics.refused(err.code.lower(), request.scope.get("pesto_token", ""))
+            token = request.scope.get("user")    # put there by pesto.api.auth
+            services.metrics.refused(err.code.lower(), getattr(token, "name", ""))
     if err.status_code >= 500 and not isinstance(exc, PestoError):
         log.error("%s %s: unhandled %s", request.method, request.url.path, type(exc).__name__,
                   exc_info=exc)
     headers = None
     if isinstance(exc, HTTPException) and exc.status_code == 405 and exc.headers:
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-    return error_response(err, headers)
+    return render(err, headers)

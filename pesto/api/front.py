@@ -35,10 +35,10 @@ from pesto.api import claim
 from pesto.api.auth import hash_token, new_token
 from pesto.api.routes import read_json
 from pesto.api.schema import body_of, errors, ok
+from pesto.domain import RequestStatus
 from pesto.errors import (ClaimGone, DuplicateRequest, InvalidRequest, NotFound, PestoError,
-                          RateLimited, TokenRequestsOff, TooManyPending)
+                          RateLimited, RequestRefused, TokenRequestsOff, TooManyPending)
 from pesto.models import invalid
-from pesto.store import RequestRefused, RequestStatus
 
 log = logging.getLogger("pesto.api")
 

@@ -16,25 +16,22 @@ only lower a limit. Where Pesto differs, docs/api.md says so.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import Annotated, Any, Literal
 
 import msgspec
 import nodesemver
 from litestar import Request, Response, get, post
-from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 
-from pesto.api.auth import authenticate
-from pesto.api.errors import to_pesto_error
-from pesto.api.routes import Services, decode_body, is_json, media_type, submit_job
+from pesto.api.auth import require_piston_token
+from pesto.api.errors import handle_exception
+from pesto.api.routes import Authed, Services, decode_body, is_json, media_type, submit_job
 from pesto.api.schema import body_of
-from pesto.errors import (PestoError, RuntimeNotFound,
-                          TokenInvalid, TokenMissing, UnsupportedMediaType)
+from pesto.domain import JobStatus
+from pesto.errors import PestoError, PistonError, RuntimeNotFound, UnsupportedMediaType
 from pesto.models import described
 from pesto.runtimes import Registry, Runtime
-from pesto.store import JobStatus, Token, utcnow
 from pesto.validation import validate_request
 
 log = logging.getLogger("pesto.api")
@@ -47,52 +44,20 @@ _STATUS = {"ok": None, "error": "RE", "signal": "SG", "timeout": "TO", "memory":
 LIMITS = ("memory_limit", "timeout", "cpu_time")
 
 
-class PistonError(PestoError):
-    """A request Piston itself refuses with 400 and this message."""
-    status_code = 400
-    code = "INVALID_REQUEST"
-
-
-def _error(exc: PestoError) -> Response[bytes]:
+def _error(exc: PestoError, headers: dict[str, str] | None = None) -> Response[bytes]:
     """Piston's error body: `{"message"}` alone, with the status of Pesto's error."""
     message = exc.message if exc.hint is None else f"{exc.message} ({exc.hint})"
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    headers = dict(headers or {})
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
     return Response(_encode({"message": message}), status_code=exc.status_code,
-                    media_type="application/json", headers=headers)
+                    media_type="application/json", headers=headers or None)
 
 
-# --- who is asking ---------------------------------------------------------------
-
-async def _caller(request: Request[Any, Any, Any], services: Services) -> Token:
-    """The token of X-Pesto-Token or Authorization, else the operator's anonymous token.
-
-    Raises TokenMissing / TokenInvalid / TokenRevoked (401) or RateLimited (429).
-    """
-    headers = request.headers
-    value = headers.get("x-pesto-token") or headers.get("authorization")
-    if value:
-        if value[:7].lower() == "bearer ":
-            value = value[7:]
-        return await authenticate(services.store, services.limiter, value)
-    name = services.settings.piston_anonymous_token
-    if not name:
-        raise TokenMissing("Token must be supplied", hint="send the token in the X-Pesto-Token "
-                           "or Authorization header; anonymous Piston requests are off")
-    # Anonymous traffic is one token's traffic: its rate, monthly and
-    # concurrency limits hold for all of it together.
-    store = services.store
-    digest = store.live_token_hash(name)
-    if inspect.isawaitable(digest):         # the PostgreSQL store asks the database
-        digest = await digest
-    token = await store.token_by_hash(digest, utcnow()[:7]) if digest else None
-    if token is None:
-        log.warning("piston_anonymous_token names %r, which is not a live token", name)
-        raise TokenInvalid("Token not registered", hint="the server's anonymous token is missing; "
-                           "send a token in the X-Pesto-Token or Authorization header")
-    pending = services.limiter.hit(token)
-    if pending is not None:                 # the shared limiter (PostgreSQL) asks the database
-        await pending
-    return token
+def _piston_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Every error of Piston's execute route (its token's too), counted and logged as
+    any other (`pesto.api.errors.handle_exception`), in Piston's body."""
+    return handle_exception(request, exc, render=_error)
 
 
 # --- the request -----------------------------------------------------------------
@@ -336,28 +301,26 @@ def _services(request: Request[Any, Any, Any]) -> Services:
                   "in X-Pesto-Token or Authorization; without either, the operator's anonymous "
                   "token (if configured) is used. Errors are `{\"message\"}`.",
       dependencies=body_of(PistonRequest), security=[{"token": []}, {"authorization": []}],
+      before_request=require_piston_token,
+      exception_handlers={Exception: _piston_exception},
       responses={200: ResponseSpec(PistonResult, generate_examples=False,
                                    description="both stages; `compile` only for compiled languages"),
                  **{status: ResponseSpec(PistonMessage, generate_examples=False,
                                          description="error: {message}")
                     for status in (400, 401, 409, 413, 415, 429, 500, 503)}})
-async def v2_execute(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def v2_execute(request: Authed) -> Response[bytes]:
     services = _services(request)
-    try:
-        token = await _caller(request, services)
-        native, runtime = translate(await _read_body(request, services), services)
-        # File names, counts and ranges, as for /api/execute; its errors become
-        # Piston's {"message"} below.
-        execute_request = validate_request(native, services.settings, services.engine.registry)
-        entry = await submit_job(services, token, execute_request, _encode(native).decode())
-    except (PestoError, HTTPException) as exc:
-        return _error(to_pesto_error(exc))
+    native, runtime = translate(await _read_body(request, services), services)
+    # File names, counts and ranges, as for /api/execute; its errors become
+    # Piston's {"message"} (_piston_exception).
+    execute_request = validate_request(native, services.settings, services.engine.registry)
+    entry = await submit_job(services, request.user, execute_request, _encode(native).decode())
     outcome = await services.scheduler.wait(entry)
     if outcome.status is JobStatus.COMPLETED and outcome.result is not None:
         body = answer(outcome.result, runtime, services.settings.output_limit)
         return Response(_encode(body), media_type="application/json",
                         headers={"X-Pesto-Job": entry.job_id})
-    return _error(outcome.error or PestoError("the job ended without a result"))
+    raise outcome.error or PestoError("the job ended without a result")
 
 
 @get("/api/v2/runtimes", summary="Piston v2: installed languages",

@@ -3,26 +3,27 @@ and answers JSON bytes; every error is raised and mapped in `pesto.api.errors`."
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import math
 import uuid
 from typing import Any
 
 import attrs
 import msgspec
-from litestar import Request, Response, delete, get, post
+from litestar import Request, Response, Router, delete, get, post
 from litestar.params import FromPath
 
-from pesto.api.auth import RateLimiter, caller
+from pesto.api.auth import require_token
 from pesto.api.errors import error_response
+from pesto.api.options import options_handlers
 from pesto.api.schema import (BatchCreated, Health, JobCreated, JobList, JobView, Pong,
                               RuntimeList, body_of, errors, ok)
-from pesto.errors import (InvalidRequest, NotFound, PestoError, QueueFull, QuotaExceeded,
-                          RequestTooLarge, ShuttingDown, UnsupportedMediaType)
+from pesto.domain import Job, JobStatus, Token
+from pesto.errors import (InvalidRequest, NotFound, PestoError, QueueFull, RequestTooLarge,
+                          ShuttingDown, UnsupportedMediaType)
+from pesto.limits import Rates, check_month
 from pesto.models import ExecuteRequest, ExecuteResult, JudgeResult, invalid
 from pesto.scheduler import Scheduler
-from pesto.store import Job, JobStatus, Store, Token
+from pesto.stores import StoreAPI
 from pesto.validation import validate_request
 from pesto.webhooks import check as check_callback
 
@@ -30,6 +31,9 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 JSON = "application/json"
 SECURITY = [{"token": []}]
+# The handlers of routes that need a token take the request as this: its
+# `user` is the caller's live token (put there by pesto.api.auth's hooks).
+Authed = Request[Token, Any, Any]
 
 
 @attrs.define
@@ -37,9 +41,9 @@ class Services:
     """What the lifespan owns; handlers reach it as `request.app.state.pesto`."""
     settings: Any
     engine: Any
-    store: Store
+    store: StoreAPI
     scheduler: Scheduler
-    limiter: RateLimiter
+    rates: Rates                    # where request times are counted (pesto.limits)
     runtimes: bytes = b'{"runtime":[]}'
     metrics: Any = None
 
@@ -52,12 +56,6 @@ def _json(body: bytes | dict[str, Any], status: int = 200,
           headers: dict[str, str] | None = None) -> Response[bytes]:
     return Response(body if isinstance(body, bytes) else _encode(body), status_code=status,
                     media_type=JSON, headers=headers)
-
-
-def _seconds_to_next_month(now: dt.datetime) -> int:
-    first = (now.replace(day=28) + dt.timedelta(days=4)).replace(
-        day=1, hour=0, minute=0, second=0, microsecond=0)
-    return max(1, math.ceil((first - now).total_seconds()))
 
 
 def media_type(request: Request[Any, Any, Any]) -> str:
@@ -116,39 +114,30 @@ async def _read_job_request(request: Request[Any, Any, Any],
     return execute_request, (await request.body()).decode("utf-8")
 
 
-def _month_quota(token: Token, count: int = 1) -> None:
-    """Raise QuotaExceeded (429) unless the token may run `count` more executions this month."""
-    if token.monthly_limit is not None and token.month_executions + count > token.monthly_limit:
-        now = dt.datetime.now(dt.timezone.utc)
-        raise QuotaExceeded(
-            "Monthly limit exceeded", retry_after=_seconds_to_next_month(now),
-            hint=f"this token may run {token.monthly_limit} executions per calendar month (UTC)")
-
-
-async def _submit(request: Request[Any, Any, Any]):
-    token = await caller(request)
+async def _submit(request: Authed):
     services = _services(request)
     execute_request, body = await _read_job_request(request, services)
-    return services, await submit_job(services, token, execute_request, body)
+    return services, await submit_job(services, request.user, execute_request, body)
 
 
 async def submit_job(services: Services, token: Token, execute_request: ExecuteRequest,
                      body: str):
-    """Count a validated request against the token's month and hand it to the scheduler.
+    """Hand a validated request to the scheduler if the token's month allows it
+    (the scheduler asks its concurrency; pesto.limits decides both).
 
     Raises QuotaExceeded (429) and whatever `Scheduler.submit` raises.
     """
-    _month_quota(token)
+    check_month(token)
     job_id = uuid.uuid4().hex
     return await services.scheduler.submit(job_id, execute_request, body, token)
 
 
 @post("/api/execute", status_code=200, summary="Run a program and wait",
-      dependencies=body_of(ExecuteRequest), security=SECURITY,
+      dependencies=body_of(ExecuteRequest),
       responses={200: ok(ExecuteResult | JudgeResult, "the result of both stages (with testCases: "
                          "compile, testCases and summary instead of runtime; docs/judging.md)"),
                  **errors(400, 401, 409, 413, 415, 429, 500, 503)})
-async def execute(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def execute(request: Authed) -> Response[bytes]:
     services, entry = await _submit(request)
     # Saved before it is handed over (pesto.outcomes): the answer is what the store holds.
     outcome = await services.scheduler.wait(entry)
@@ -159,9 +148,9 @@ async def execute(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 @post("/api/jobs", status_code=202, summary="Queue a program",
       description="Same body as /api/execute; answers at once with a Location header.",
-      dependencies=body_of(ExecuteRequest), security=SECURITY,
+      dependencies=body_of(ExecuteRequest),
       responses={202: ok(JobCreated, "accepted"), **errors(400, 401, 413, 415, 429, 503)})
-async def create_job(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def create_job(request: Authed) -> Response[bytes]:
     _, entry = await _submit(request)
     # API.md fixes the answer as "queued" (accepted, not yet done); a job that
     # found a free slot is already `running` by the time it is fetched.
@@ -188,18 +177,17 @@ async def _own_job(services: Services, job_id: str, token: Token) -> Job:
     return job
 
 
-@get("/api/jobs/{job_id:str}", summary="Fetch a job", security=SECURITY,
+@get("/api/jobs/{job_id:str}", summary="Fetch a job",
      responses={200: ok(JobView, "the job"), **errors(401, 404, 429)})
-async def get_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> Response[bytes]:
-    token = await caller(request)
-    return _json(job_body(await _own_job(_services(request), job_id, token)))
+async def get_job(request: Authed, job_id: FromPath[str]) -> Response[bytes]:
+    return _json(job_body(await _own_job(_services(request), job_id, request.user)))
 
 
 @delete("/api/jobs/{job_id:str}", status_code=200, summary="Cancel a job",
         description="Cancels a queued or running job; answers the job as it now stands.",
-        security=SECURITY, responses={200: ok(JobView, "the job"), **errors(401, 404, 429)})
-async def cancel_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> Response[bytes]:
-    token = await caller(request)
+        responses={200: ok(JobView, "the job"), **errors(401, 404, 429)})
+async def cancel_job(request: Authed, job_id: FromPath[str]) -> Response[bytes]:
+    token = request.user
     services = _services(request)
     await _own_job(services, job_id, token)
     await services.scheduler.cancel(job_id, token.id)
@@ -209,11 +197,10 @@ async def cancel_job(request: Request[Any, Any, Any], job_id: FromPath[str]) -> 
 @post("/api/jobs/batch", status_code=202, summary="Queue several programs",
       description="`{\"submissions\": [...]}`, each the body of a POST /api/jobs; all are "
       "queued or none (any invalid one is a 400 naming it).",
-      security=SECURITY,
       responses={202: ok(BatchCreated, "accepted, in order"),
                  **errors(400, 401, 413, 415, 429, 503)})
-async def create_batch(request: Request[Any, Any, Any]) -> Response[bytes]:
-    token = await caller(request)
+async def create_batch(request: Authed) -> Response[bytes]:
+    token = request.user
     services = _services(request)
     settings = services.settings
     payload = await read_json(request, settings.max_batch_body_bytes)
@@ -237,7 +224,7 @@ async def create_batch(request: Request[Any, Any, Any]) -> Response[bytes]:
             problems += [f"$.submissions[{i}]{line[1:]}" for line in found]
     if problems:
         raise invalid(problems)
-    _month_quota(token, len(checked))
+    check_month(token, len(checked))
     services.scheduler.check_room(token, len(checked))
     jobs = []
     for execute_request, submission in zip(checked, submissions):
@@ -250,9 +237,9 @@ async def create_batch(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 @get("/api/jobs", summary="Fetch several jobs",
      description="`?ids=a,b,c`: the jobs in that order; null for an id this token has no job of.",
-     security=SECURITY, responses={200: ok(JobList, "the jobs"), **errors(400, 401, 429)})
-async def get_jobs(request: Request[Any, Any, Any]) -> Response[bytes]:
-    token = await caller(request)
+     responses={200: ok(JobList, "the jobs"), **errors(400, 401, 429)})
+async def get_jobs(request: Authed) -> Response[bytes]:
+    token = request.user
     services = _services(request)
     ids = [i for i in request.query_params.get("ids", "").split(",") if i]
     limit = max(services.settings.max_batch, 100)
@@ -287,4 +274,13 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
                                     retry_after=scheduler.retry_after()))
 
 
-ROUTES = [execute, create_job, create_batch, get_jobs, get_job, cancel_job, runtimes, ping, healthz]
+TOKEN_ROUTES = [execute, create_job, create_batch, get_jobs, get_job, cancel_job]
+PUBLIC_ROUTES = [runtimes, ping, healthz]
+
+
+def token_router() -> Router:
+    """The routes under /api that need a token, each only through this router, whose
+    `require_token` runs before every handler (pesto.api.auth); none of them may
+    declare a `before_request` of its own (it would replace the router's)."""
+    return Router(path="/", route_handlers=[*options_handlers(TOKEN_ROUTES), *TOKEN_ROUTES],
+                  security=SECURITY, before_request=require_token)

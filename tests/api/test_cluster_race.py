@@ -21,7 +21,7 @@ from pesto.cluster import ClusterScheduler
 from pesto.models import ExecuteResult, StageResult, parse_request
 from pesto.pgstore import PgStore
 from pesto.sandbox.status import Status
-from pesto.store import JobStatus
+from pesto.domain import JobStatus
 
 
 class _HeldEngine:

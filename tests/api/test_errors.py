@@ -71,6 +71,28 @@ def test_token_missing_and_invalid(api: Api) -> None:
                      401, "TOKEN_INVALID")
 
 
+def test_every_route_the_api_document_secures_needs_a_token_and_no_other(api: Api) -> None:
+    """Auth is declared on the routes: a route in the OpenAPI document with a security
+    requirement refuses a request without a token (before reading its body), and a
+    route without one answers it (OPTIONS too)."""
+    document = api.client.get("/schema/openapi.json").json()
+    secured, public = [], []
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            (secured if operation.get("security") else public).append(
+                (method.upper(), path.replace("{job_id}", "x")))
+    assert ("POST", "/api/execute") in secured and ("POST", "/api/v2/execute") in secured
+    assert ("GET", "/api/ping") in public and ("GET", "/healthz") in public
+    for method, path in secured:
+        response = api.client.request(method, path, content=b"{")
+        assert response.status_code == 401, (method, path, response.text)
+        if not path.startswith("/api/v2/"):               # Piston's body is {"message"}
+            assert response.json()["code"] == "TOKEN_MISSING"
+        assert api.client.request("OPTIONS", path).status_code == 204, path
+    for method, path in public:
+        assert api.client.request(method, path).status_code != 401, (method, path)
+
+
 def test_revocation_takes_effect_without_restart(api: Api) -> None:
     secret = add_token(api.data_dir, "short-lived")
     assert api.post("/api/execute", HELLO, token=secret).status_code == 200

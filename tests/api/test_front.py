@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from pesto.api import claim
-from pesto.store import DB_NAME, MIGRATIONS, RequestStatus, Store
+from pesto.domain import RequestStatus
+from pesto.store import DB_NAME, MIGRATIONS, Store
 from tests.api.conftest import (Api, assert_error, free_port, open_test_store, pesto_cli,
                                 running_app, sqlite_only, store_args, store_url)
 

@@ -12,7 +12,8 @@ import httpx
 
 from tests.api.conftest import (PY, RESTART_UIDS, Server, add_token, assert_error, open_test_store,
                                 pesto_cli, running_app, sqlite_only, wait_uids_free)
-from pesto.store import DB_NAME, MIGRATIONS, Job, JobStatus, Store
+from pesto.domain import Job, JobStatus
+from pesto.store import DB_NAME, MIGRATIONS, Store
 
 HELLO = {**PY, "code": "print(1)"}
 SLOW = {**PY, "code": "import time; time.sleep(20)", "runTimeout": 25000}

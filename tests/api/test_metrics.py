@@ -95,6 +95,29 @@ def test_counters_move_with_runs_errors_and_refusals(data_dir: Path):
     assert after[("pesto_slots_ready", ())] == 4
 
 
+def test_piston_route_refusals_are_counted_like_the_native_ones(data_dir: Path):
+    """Piston's route answers its own error body; its token refusals still count."""
+    piston = {"language": "python", "version": "*", "files": [{"content": "print(1)"}]}
+    with running_app(data_dir) as api:
+        tokens = {"rated": add_token(data_dir, "rated", rate_limit=1),
+                  "monthly": add_token(data_dir, "monthly", monthly_limit=1),
+                  "single": add_token(data_dir, "single", max_concurrency=1)}
+        before = scrape(api)
+        for name in ("rated", "monthly"):
+            assert api.post("/api/v2/execute", piston, token=tokens[name]).status_code == 200
+            refused = api.post("/api/v2/execute", piston, token=tokens[name])
+            assert refused.status_code == 429 and list(refused.json()) == ["message"]
+        sleeper = api.post("/api/jobs", {**PY, "code": "import time; time.sleep(3)"},
+                           token=tokens["single"]).json()["id"]
+        busy = api.post("/api/v2/execute", piston, token=tokens["single"])
+        assert busy.status_code == 429 and "at once" in busy.json()["message"]
+        assert api.delete(f"/api/jobs/{sleeper}", token=tokens["single"]).status_code == 200
+        after = scrape(api)
+    for kind, token in (("rate_limited", "rated"), ("quota_exceeded", "monthly"),
+                        ("too_many_jobs", "single")):
+        assert moved(before, after, "pesto_token_refusals_total", kind=kind, token=token) == 1
+
+
 def test_gauges_show_busy_slots_and_queue(data_dir: Path):
     with running_app(data_dir, workers=1) as api:
         first = api.post("/api/jobs", {**PY, "code": "import time; time.sleep(20)"}).json()["id"]

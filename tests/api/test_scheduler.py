@@ -10,7 +10,9 @@ from tests.api.conftest import make_settings, sqlite_only
 from pesto.engine import Engine
 from pesto.models import parse_request
 from pesto.scheduler import Scheduler
-from pesto.store import JobStatus, Store, utcnow
+from pesto.clock import utcnow
+from pesto.domain import JobStatus
+from pesto.store import Store
 
 HELLO = {"language": "python", "code": "print(1)"}
 

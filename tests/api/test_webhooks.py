@@ -216,7 +216,7 @@ def test_token_create_shows_the_callback_secret_once_and_secret_rotates_it(
 
 def test_job_interrupted_by_a_crash_still_calls_back(data_dir: Path, receiver: Receiver) -> None:
     """A job a crash left `running` is failed at the next start, and its callback sent."""
-    from pesto.store import Job, JobStatus
+    from pesto.domain import Job, JobStatus
     secret = add_token(data_dir)
 
     async def leave_row() -> None:

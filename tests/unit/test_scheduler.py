@@ -20,7 +20,7 @@ from pesto.errors import QueueFull, ShuttingDown, TooManyJobs
 from pesto.models import ExecuteRequest, ExecuteResult, StageResult, parse_request
 from pesto.sandbox.status import Status
 from pesto.scheduler import EngineLike, Scheduler, State
-from pesto.store import Job, JobStatus, Token
+from pesto.domain import Job, JobStatus, Token
 
 
 def _request(code: str = "print(1)", **extra: Any) -> tuple[ExecuteRequest, str]:
