@@ -40,9 +40,9 @@ from typing import Protocol
 
 import attrs
 
-from pesto.errors import JobCancelled, PestoError, ShuttingDown
 from pesto.clock import utcnow
 from pesto.domain import Job, JobStatus
+from pesto.errors import JobCancelled, PestoError, ShuttingDown
 
 log = logging.getLogger("pesto.jobs")
 
