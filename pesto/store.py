@@ -1,4 +1,4 @@
-"""The job and token store: every SQL statement of Pesto lives in this file.
+"""The SQLite job and token store: every SQLite statement of Pesto lives in this file.
 
 One SQLite file in the data dir, WAL mode, synchronous=NORMAL: a commit is
 a write() to the WAL (it survives the process being killed), fsync happens
