@@ -162,3 +162,51 @@ class TooManyPending(PestoError):
     """The bound on requests waiting for review is reached."""
     status_code = 503
     code = "TOO_MANY_PENDING"
+
+
+# --- Signals inside one component (the sandbox's processes, the webhook sender):
+# caught there and turned into an outcome, a reply or a log line, never a client's
+# answer by themselves. Each line above a class names the module that raises it.
+
+# pesto/sandbox/protocol.py
+class BadMessage(ValueError):
+    """A frame that is too large, or whose body is not the declared type."""
+
+
+# pesto/sandbox/artifacts.py
+class ArtifactError(Exception):
+    """The compile output cannot be kept (too deep, too many entries): the program's fault."""
+
+
+# pesto/sandbox/watch.py
+class AbortRequested(Exception):
+    """The server asked to abort the job (a cancelled request)."""
+
+
+# pesto/sandbox/watch.py
+class ServerGone(Exception):
+    """The server closed the slot's socket (shutdown or crash)."""
+
+
+# pesto/sandbox/supervisor.py
+class SetupFailed(Exception):
+    """The exec helper reported a failed set-up step ("step:errno:message")."""
+
+    def __init__(self, step: str, err: int, text: str) -> None:
+        super().__init__(f"sandbox setup failed at {step}: {text}")
+        self.step, self.errno, self.text = step, err, text
+
+
+# pesto/sandbox/helper.py
+class HelperMissing(RuntimeError):
+    """The helper is not built and cannot be (no C compiler)."""
+
+
+# pesto/sandbox/uids.py
+class NoFreeUid(Exception):
+    """Every uid of the slot's range is held (leases not yet given back)."""
+
+
+# pesto/webhooks.py
+class CallbackRefused(Exception):
+    """The URL may not be called: why, in words for a 400 or the delivery's last_error."""

@@ -37,6 +37,7 @@ import httpx
 
 from pesto.config import Settings
 from pesto.domain import Delivery, Job
+from pesto.errors import CallbackRefused
 from pesto.models import invalid
 from pesto.store import Store
 
@@ -46,10 +47,6 @@ SIGNATURE_HEADER = "X-Pesto-Signature"
 MAX_URL = 2048
 MAX_BACKOFF = 300.0
 CONCURRENT = 8                 # deliveries in flight at once
-
-
-class CallbackRefused(Exception):
-    """The URL may not be called: why, in words for a 400 or the delivery's last_error."""
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:

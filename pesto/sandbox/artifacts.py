@@ -26,15 +26,13 @@ import re
 import shutil
 import stat
 
+from pesto.errors import ArtifactError
+
 MAX_DEPTH = 32          # directory nesting kept
 MAX_ENTRIES = 10_000    # files, directories and links kept
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NAME = re.compile(r"[0-9a-f]{32}\Z")
-
-
-class ArtifactError(Exception):
-    """The compile output cannot be kept (too deep, too many entries): the program's fault."""
 
 
 def artifact_root(work_root: str) -> str:

@@ -16,12 +16,10 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 
+from pesto.errors import HelperMissing
+
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pesto-exec.c")
 BUILD_DIR = os.path.join(os.path.dirname(SOURCE), "build")
-
-
-class HelperMissing(RuntimeError):
-    """The helper is not built and cannot be (no C compiler)."""
 
 
 @functools.cache

@@ -18,16 +18,13 @@ from typing import Union
 
 import msgspec
 
+from pesto.errors import BadMessage
 from pesto.sandbox.memory import MemoryMode
 from pesto.sandbox.reach import Need
 from pesto.sandbox.status import Status
 
 MAX_MESSAGE = 64 * 1024 * 1024
 _HEADER = struct.Struct("!I")
-
-
-class BadMessage(ValueError):
-    """A frame that is too large, or whose body is not the declared type."""
 
 
 # -- what a job runs ----------------------------------------------------------

@@ -26,6 +26,7 @@ import time
 
 import msgspec
 
+from pesto.errors import SetupFailed
 from pesto.sandbox import (artifacts, cleanup, helper, kernel, memory as memory_policy,
                            namespaces, protocol, standby, watch, workdir)
 from pesto.sandbox.cleanup import Reaper, kill_uid
@@ -34,14 +35,6 @@ from pesto.sandbox.leasing import Leases
 from pesto.sandbox.protocol import (Abort, Close, Prepare, Reply, Stage, StageOutcome,
                                     StageSpec, Sweep, Sync)
 from pesto.sandbox.status import Status
-
-
-class SetupFailed(Exception):
-    """The exec helper reported a failed set-up step ("step:errno:message")."""
-
-    def __init__(self, step: str, err: int, text: str) -> None:
-        super().__init__(f"sandbox setup failed at {step}: {text}")
-        self.step, self.errno, self.text = step, err, text
 
 
 class Supervisor:

@@ -13,11 +13,8 @@ import fcntl
 import os
 import time
 
+from pesto.errors import NoFreeUid
 from pesto.sandbox.context import Context
-
-
-class NoFreeUid(Exception):
-    pass
 
 
 class UidLeases:

@@ -18,20 +18,13 @@ from typing import Callable
 
 import attrs
 
+from pesto.errors import AbortRequested, ServerGone
 from pesto.sandbox import helper, memory as memory_policy, protocol
 from pesto.sandbox.cleanup import Reaper
 from pesto.sandbox.standby import Standby
 from pesto.sandbox.status import decide_status
 
 READ_CHUNK = 65536
-
-
-class AbortRequested(Exception):
-    """The server asked to abort the job (a cancelled request)."""
-
-
-class ServerGone(Exception):
-    """The server closed the slot's socket (shutdown or crash)."""
 
 
 @attrs.define
