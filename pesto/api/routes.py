@@ -3,7 +3,6 @@ and answers JSON bytes; every error is raised and mapped in `pesto.api.errors`."
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -159,15 +158,14 @@ async def create_job(request: Authed) -> Response[bytes]:
 
 
 def job_body(job: Job) -> bytes:
-    return _encode({
-        "id": job.id,
-        "status": job.status.value,
-        "createdAt": job.created_at,
-        "startedAt": job.started_at,
-        "finishedAt": job.finished_at,
-        "result": msgspec.Raw(job.result) if job.result is not None else None,
-        "error": json.loads(job.error) if job.error is not None else None,
-    })
+    """A job as GET /api/jobs/<id> shows it: the JobView shape, with the stored
+    result and error JSON passed through as they were saved (msgspec.Raw, which
+    msgspec encodes as is: the fields' declared types are for the document)."""
+    return _encode(JobView(
+        id=job.id, status=job.status.value, created_at=job.created_at,
+        started_at=job.started_at, finished_at=job.finished_at,
+        result=msgspec.Raw(job.result) if job.result is not None else None,  # type: ignore
+        error=msgspec.Raw(job.error) if job.error is not None else None))  # type: ignore
 
 
 async def _own_job(services: Services, job_id: str, token: Token) -> Job:
