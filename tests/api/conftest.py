@@ -69,6 +69,18 @@ def open_test_store(data_dir: Path):
                                     store_url=store_url(data_dir)))
 
 
+def with_store(data_dir: Path, call: Any) -> Any:
+    """`await call(store)` on the test's store, opened and closed around it, from sync code."""
+    async def run() -> Any:
+        store = await open_test_store(data_dir)
+        try:
+            return await call(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"workers": 4, "queue_size": 50, "shutdown_timeout": 5.0,
                               "uid_base": APP_UIDS[0], "uid_count": APP_UIDS[1],
@@ -93,14 +105,7 @@ def add_token(data_dir: Path, name: str = "tester", **limits: Any) -> str:
 
 
 def revoke(data_dir: Path, name: str) -> bool:
-    async def run() -> bool:
-        store = await open_test_store(data_dir)
-        try:
-            return await store.revoke_token(name)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
+    return with_store(data_dir, lambda store: store.revoke_token(name))
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:

@@ -16,21 +16,15 @@ import pytest
 from pesto.api import claim
 from pesto.domain import RequestStatus
 from pesto.store import DB_NAME, MIGRATIONS, Store
-from tests.api.conftest import (Api, assert_error, free_port, open_test_store, pesto_cli,
-                                running_app, sqlite_only, store_args, store_url)
+from tests.api.conftest import (Api, assert_error, free_port, pesto_cli,
+                                running_app, sqlite_only, store_args, store_url, with_store)
 
 FORM = {"name": "Ada", "email": "Ada@Example.org", "purpose": "a course on engines"}
 WEB = Path(__file__).resolve().parents[2] / "pesto" / "web"
 
 
 def _requests(data_dir: Path, pending_only: bool = False) -> list[Any]:
-    async def run() -> list[Any]:
-        store = await open_test_store(data_dir)
-        try:
-            return await store.token_requests(pending_only)
-        finally:
-            await store.close()
-    return asyncio.run(run())
+    return with_store(data_dir, lambda store: store.token_requests(pending_only))
 
 
 def _database_bytes(data_dir: Path) -> bytes:

@@ -15,7 +15,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.api.conftest import add_token, free_port, open_test_store, pesto_cli, running_app
+from tests.api.conftest import (add_token, free_port, open_test_store, pesto_cli, running_app,
+                                with_store)
 from tests.conftest import UID_BASE
 
 HOOK_UIDS = (UID_BASE + 460, 40)
@@ -74,24 +75,14 @@ def verify(secret: str, header: str, body: bytes, tolerance: float = 300) -> boo
 
 
 def _secret(data_dir: Path, name: str = "tester") -> str:
-    async def read() -> str:
-        store = await open_test_store(data_dir)
-        try:
-            token = next(t for t in await store.list_tokens("2000-01") if t.name == name)
-            return await store.callback_secret(token.id)
-        finally:
-            await store.close()
-    return asyncio.run(read())
+    async def read(store: Any) -> str:
+        token = next(t for t in await store.list_tokens("2000-01") if t.name == name)
+        return await store.callback_secret(token.id)
+    return with_store(data_dir, read)
 
 
 def _deliveries(data_dir: Path, job_id: str) -> list[Any]:
-    async def read() -> list[Any]:
-        store = await open_test_store(data_dir)
-        try:
-            return await store.deliveries_of(job_id)
-        finally:
-            await store.close()
-    return asyncio.run(read())
+    return with_store(data_dir, lambda store: store.deliveries_of(job_id))
 
 
 def _wait_ended(data_dir: Path, job_id: str, timeout: float) -> None:
