@@ -141,6 +141,10 @@ class ClusterScheduler(Scheduler):
         self._refuse_if_closing()
         start_now = self._busy() < self.workers
         entry = self._new_entry(job_id, request, token.id, token.name, token.max_concurrency)
+        # Run here at once, its only waiter is here: its finish need not wake every node
+        # (a NOTIFY each node's listener and event loop would handle). Other nodes learn
+        # of it only by a cancel sent to it, which sets this back (`_on_cancel`).
+        entry.announce = not start_now
         # The slot is booked before the first await.
         self._move(entry, State.STARTING if start_now else State.REMOTE)
         if not start_now:
@@ -273,6 +277,7 @@ class ClusterScheduler(Scheduler):
     def _on_cancel(self, job_id: str) -> None:
         entry = self._entries.get(job_id)
         if entry is not None:
+            entry.announce = True           # the node that sent it waits for the finish
             self._spawn(super().cancel(job_id, entry.token_id), f"cancel-{job_id}")
             return
         # Not here (yet): this node may be claiming it right now.

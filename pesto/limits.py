@@ -30,7 +30,7 @@ from typing import Protocol
 
 from pesto.clock import seconds_to_next_month
 from pesto.domain import Token
-from pesto.errors import PestoError, QuotaExceeded, RateLimited, TooManyJobs
+from pesto.errors import PestoError, QuotaExceeded, RateLimited, TokenRevoked, TooManyJobs
 
 WINDOW = 60.0               # seconds of the rate window
 
@@ -98,9 +98,17 @@ def check_concurrency(token: Token, held: int, count: int, retry_after: int, *,
         raise _too_many_jobs(token, retry_after, held if batch else None, count)
 
 
+def revoked() -> TokenRevoked:
+    # docs/api.md fixes the message (the original service's SDKs match it).
+    return TokenRevoked("Token has been revoked",
+                        hint="an operator revoked this token; ask for a new one")
+
+
 def refusal(verdict: str, token: Token, retry_after: int) -> PestoError | None:
-    """The error for a cluster store's refusal of a job insert ('concurrency' or
-    'quota'); None for any other verdict (not a token limit)."""
+    """The error for a cluster store's refusal of a job insert ('revoked',
+    'concurrency' or 'quota'); None for any other verdict (not the token's)."""
+    if verdict == "revoked":            # revoked after this node cached the token
+        return revoked()
     if verdict == "concurrency":
         return _too_many_jobs(token, retry_after)
     if verdict == "quota":

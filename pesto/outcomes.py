@@ -61,7 +61,8 @@ def error_json(exc: PestoError) -> str:
 
 class FinishStore(Protocol):
     async def finish_job(self, job_id: str, status: JobStatus, finished_at: str, *,
-                         result: str | None = None, error: str | None = None) -> None: ...
+                         result: str | None = None, error: str | None = None,
+                         announce: bool = True) -> None: ...
 
 
 # Called with (job id, token id, callback URL) once a job's end is saved.
@@ -76,19 +77,21 @@ class Outcomes:
         self.on_finish: OnFinish | None = None
 
     async def conclude(self, job_id: str, token_id: int, callback_url: str | None,
-                       outcome: Outcome, hand_over: Callable[[Outcome], None]) -> Outcome:
+                       outcome: Outcome, hand_over: Callable[[Outcome], None], *,
+                       announce: bool = True) -> Outcome:
         """Save `outcome`, then call `hand_over` with what the waiter is told, then
         queue the callback. Returns what was handed over: `outcome` once saved,
         else an `INTERNAL_ERROR` failure (the save failed and was logged).
 
         `hand_over` must not raise; nothing here raises but `CancelledError`.
+        `announce` False: no other node waits for this job (the store need not tell them).
         """
         try:
             await self._store.finish_job(
                 job_id, outcome.status, utcnow(),
                 result=outcome.result.decode() if outcome.result is not None else None,
                 error=error_json(outcome.error) if outcome.status is JobStatus.FAILED
-                and outcome.error is not None else None)
+                and outcome.error is not None else None, announce=announce)
         except Exception:
             log.exception("job %s: could not save its outcome (%s)", job_id, outcome.status.value)
             told = Outcome(JobStatus.FAILED, error=PestoError(

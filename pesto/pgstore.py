@@ -12,13 +12,16 @@ What the SQLite store does in the process, this one does in the database,
 so that it holds across nodes:
 - the queue: `claim` takes queued jobs with `FOR UPDATE SKIP LOCKED`, so two
   nodes never take the same job;
-- wake-ups: a queued insert NOTIFYs `pesto_queue`, every finish NOTIFYs
-  `pesto_done` (payload: the job id), a cancel of a job running elsewhere
-  NOTIFYs `pesto_cancel`; NOTIFY is sent at commit, so a listener that hears
-  it reads the committed row;
-- token limits: `pesto_submit` checks a limited token's concurrency and
-  monthly quota under a lock of its row, and `pesto_rate_hit` keeps the
-  sliding one-minute window of each rate-limited token in `rate_hits`;
+- wake-ups: a queued insert NOTIFYs `pesto_queue`, a finish another node may
+  wait for NOTIFYs `pesto_done` (payload: the job id), a cancel of a job
+  running elsewhere NOTIFYs `pesto_cancel`, a write to the tokens table
+  NOTIFYs `pesto_tokens` (a trigger; it empties every node's token cache);
+  NOTIFY is sent at commit, so a listener that hears it reads the committed
+  row;
+- token limits: `pesto_submit` refuses a revoked token's job and checks a
+  limited token's concurrency and monthly quota under a lock of its row, and
+  `pesto_rate_hit` keeps the sliding one-minute window of each rate-limited
+  token in `rate_hits`;
 - nodes: each node upserts its heartbeat; `reap` fails the running jobs of
   nodes whose heartbeat is older than the lease (never re-runs them).
 
@@ -29,6 +32,7 @@ lock, so several nodes starting at once apply each one exactly once.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable
 
 import asyncpg
@@ -203,6 +207,60 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX token_requests_email ON token_requests(email) WHERE status != 'rejected';
     CREATE INDEX token_requests_pending ON token_requests(status) WHERE status = 'pending';
     """,
+    # 3: every write to tokens (a revoke, a new token, a new callback secret, from any
+    # node or `pesto token` anywhere) NOTIFYs pesto_tokens at its commit: each node's
+    # cache of live tokens (PgStore.token_by_hash) empties when it hears it.
+    """
+    CREATE FUNCTION pesto_tokens_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('pesto_tokens', '');
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER tokens_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tokens
+        FOR EACH STATEMENT EXECUTE FUNCTION pesto_tokens_changed();
+
+    -- As migration 1's, and a revoked token's job is refused ('revoked'): a node's
+    -- cached token may not have heard of its revocation yet; its insert has.
+    CREATE OR REPLACE FUNCTION pesto_submit(p_id text, p_token bigint, p_status text, p_request text,
+                                 p_created text, p_node text, p_queue_limit integer)
+    RETURNS text LANGUAGE plpgsql AS $$
+    DECLARE
+        t tokens%ROWTYPE;
+        n integer;
+    BEGIN
+        SELECT * INTO t FROM tokens WHERE id = p_token;
+        IF t.revoked_at IS NOT NULL THEN RETURN 'revoked'; END IF;
+        IF t.max_concurrency IS NOT NULL OR t.monthly_limit IS NOT NULL THEN
+            PERFORM 1 FROM tokens WHERE id = p_token FOR UPDATE;
+            IF t.max_concurrency IS NOT NULL THEN
+                SELECT count(*) INTO n FROM jobs
+                    WHERE token_id = p_token AND status IN ('queued', 'running');
+                IF n >= t.max_concurrency THEN RETURN 'concurrency'; END IF;
+            END IF;
+            IF t.monthly_limit IS NOT NULL THEN
+                SELECT coalesce(max(executions), 0) INTO n FROM usage
+                    WHERE token_id = p_token AND month = substr(p_created, 1, 7);
+                IF n >= t.monthly_limit THEN RETURN 'quota'; END IF;
+            END IF;
+        END IF;
+        IF p_status = 'queued' AND p_queue_limit IS NOT NULL THEN
+            SELECT count(*) INTO n FROM jobs WHERE status = 'queued';
+            IF n >= p_queue_limit THEN RETURN 'full'; END IF;
+        END IF;
+        INSERT INTO jobs (id, token_id, status, request, created_at, started_at, node_id)
+            VALUES (p_id, p_token, p_status, p_request, p_created,
+                    CASE WHEN p_status = 'running' THEN p_created END,
+                    CASE WHEN p_status = 'running' THEN p_node END);
+        INSERT INTO usage (token_id, month, executions, last_used_at)
+            VALUES (p_token, substr(p_created, 1, 7), 1, p_created)
+            ON CONFLICT (token_id, month) DO UPDATE
+            SET executions = usage.executions + 1, last_used_at = excluded.last_used_at;
+        IF p_status = 'queued' THEN
+            PERFORM pg_notify('pesto_queue', '');
+        END IF;
+        RETURN 'ok';
+    END $$;
+    """,
 )
 
 _TOKEN_COLUMNS = ("t.id, t.name, t.created_at, coalesce((SELECT max(l.last_used_at) FROM usage l"
@@ -214,6 +272,8 @@ _DELIVERY_COLUMNS = ("id, job_id, token_id, url, payload, status, attempts, crea
 _REQUEST_COLUMNS = ("id, name, email, purpose, address, status, created_at, decided_at, reason,"
                     " token_id, claimed_at")
 DELIVERY_LEASE = 120      # seconds a node holds a due webhook delivery while it sends it
+TOKEN_CACHE_TTL = 5.0     # seconds a cached token is trusted without a word from pesto_tokens
+TOKEN_CACHE_MAX = 1024    # cached tokens; the cache empties when full (tokens in use are few)
 
 
 def _job(row: Any) -> Job:
@@ -244,6 +304,10 @@ async def _migrate(conn: asyncpg.Connection) -> None:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK)
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """The pool's reset: nothing to undo (PgStore.open says why)."""
+
+
 def safe_url(url: str) -> str:
     """The URL with any password replaced by ***, for logs and `pesto doctor`."""
     scheme, sep, rest = url.partition("://")
@@ -264,6 +328,12 @@ class PgStore:
         self.path = safe_url(url)       # what logs print where SQLite prints its file
         self._listener: asyncpg.Connection | None = None
         self._callbacks: dict[str, Callable[[str], None]] = {}
+        # Live tokens by hash, with the monotonic time each stops being trusted; kept
+        # only while the listener is up (token_by_hash). `_tokens_seen` counts the
+        # emptyings: a read that began before one is not cached.
+        self._tokens: dict[str, tuple[float, Token]] = {}
+        self._tokens_month = ""
+        self._tokens_seen = 0
 
     @classmethod
     async def open(cls, url: str) -> "PgStore":
@@ -272,14 +342,21 @@ class PgStore:
         Raises OSError / asyncpg errors when the database cannot be reached,
         RuntimeError when its schema is newer than this code.
         """
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=10,
-                                         command_timeout=60)
+        # The migration holds a session-level advisory lock: on a connection of its
+        # own, closed after, so no session state can reach the pool (below).
+        conn = await asyncpg.connect(url)
         try:
-            async with pool.acquire() as conn:
-                await _migrate(conn)
-        except BaseException:
-            await pool.close()
-            raise
+            await _migrate(conn)
+        finally:
+            await conn.close()
+        # reset=_keep_session: asyncpg's default sends a reset query (unlock advisory
+        # locks, CLOSE ALL, UNLISTEN *, RESET ALL) each time a connection goes back
+        # to the pool, one more round trip after every statement. No statement made
+        # on the pool leaves session state behind (no SET, LISTEN, cursor or session
+        # lock: the listener has its own connection, the migration above too), and
+        # asyncpg still rolls back a transaction left open before calling it.
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=10,
+                                         command_timeout=60, reset=_keep_session)
         return cls(pool, url)
 
     async def close(self) -> None:
@@ -305,6 +382,9 @@ class PgStore:
         self._listener = await asyncpg.connect(self.url)
         for channel in callbacks:
             await self._listener.add_listener(channel, self._notified)
+        await self._listener.add_listener("pesto_tokens", self._tokens_changed)
+        # A token written while no one listened was not heard: forget them all.
+        self._tokens_changed()
 
     @property
     def listening(self) -> bool:
@@ -314,6 +394,10 @@ class PgStore:
         callback = self._callbacks.get(channel)
         if callback is not None:
             callback(payload)
+
+    def _tokens_changed(self, *_args: Any) -> None:
+        self._tokens.clear()
+        self._tokens_seen += 1
 
     async def notify_cancel(self, job_id: str) -> None:
         await self._pool.execute("SELECT pg_notify('pesto_cancel', $1)", job_id)
@@ -399,14 +483,41 @@ class PgStore:
     async def token_by_hash(self, token_hash: str, month: str) -> Token | None:
         """The live token with this hash and its executions in `month`.
 
-        Read from the database on every request (no cache): a revocation or
-        another node's executions count at once.
+        Asked on every request, so a token is cached while this store listens
+        (a node; `pesto token` commands read every time). Every write to the
+        tokens table NOTIFYs pesto_tokens at its commit (migration 3's
+        trigger), which empties the cache: a revocation anywhere counts on
+        every node once its notification arrives, a moment after the commit.
+        `TOKEN_CACHE_TTL` bounds how long an entry lives should a notification
+        be lost without the connection being seen to drop.
+
+        A token with a monthly limit is read every time: its month count must
+        count the other nodes' executions (`limits.check_month`; the job's
+        insert checks the quota again in the database). For other tokens the
+        cached count is not used for any decision.
         """
+        now = time.monotonic()
+        if month == self._tokens_month:
+            cached = self._tokens.get(token_hash)
+            if cached is not None and cached[0] > now:
+                return cached[1]
+        seen = self._tokens_seen
         row = await self._pool.fetchrow(
             f"SELECT {_TOKEN_COLUMNS}, coalesce(u.executions, 0) FROM tokens t"
             " LEFT JOIN usage u ON u.token_id = t.id AND u.month = $1"
             " WHERE t.hash = $2 AND t.revoked_at IS NULL", month, token_hash)
-        return None if row is None else Token(*row)
+        if row is None:
+            return None              # unknown tokens are not cached: they are not bounded
+        token = Token(*row)
+        # Cached only if no write to tokens was heard while this read was out: a
+        # revocation committed after the read's snapshot NOTIFYs after it too, so
+        # it either empties the cache before the entry goes in or stops it here.
+        if token.monthly_limit is None and self.listening and seen == self._tokens_seen:
+            if month != self._tokens_month or len(self._tokens) >= TOKEN_CACHE_MAX:
+                self._tokens.clear()
+                self._tokens_month = month
+            self._tokens[token_hash] = (now + TOKEN_CACHE_TTL, token)
+        return token
 
     async def token_revoked(self, token_hash: str) -> bool:
         """Whether a revoked token has this hash (asked only after a failed lookup)."""
@@ -446,9 +557,10 @@ class PgStore:
     async def submit_job(self, job: Job, node_id: str | None, queue_limit: int | None) -> str:
         """Insert a new queued or running job (running: on `node_id`), counting one execution.
 
-        Returns 'ok', or without inserting: 'concurrency' (the token has its
-        maximum of unfinished jobs), 'quota' (its monthly executions are used
-        up) or 'full' (a queued job and `queue_limit` jobs queued already).
+        Returns 'ok', or without inserting: 'revoked' (the token was revoked),
+        'concurrency' (the token has its maximum of unfinished jobs), 'quota'
+        (its monthly executions are used up) or 'full' (a queued job and
+        `queue_limit` jobs queued already).
         """
         return await self._pool.fetchval(
             "SELECT pesto_submit($1, $2, $3, $4, $5, $6, $7)", job.id, job.token_id,
@@ -506,8 +618,17 @@ class PgStore:
             " AND status = 'queued'", job_id, started_at)
 
     async def finish_job(self, job_id: str, status: JobStatus, finished_at: str, *,
-                         result: str | None = None, error: str | None = None) -> None:
-        """Record the end of a job still queued or running; NOTIFY `pesto_done` if it was."""
+                         result: str | None = None, error: str | None = None,
+                         announce: bool = True) -> None:
+        """Record the end of a job still queued or running; if it was, NOTIFY
+        `pesto_done` unless not `announce` (no other node waits for it: see
+        `ClusterScheduler.submit`)."""
+        if not announce:
+            await self._pool.execute(
+                "UPDATE jobs SET status = $2, finished_at = $3, result = $4, error = $5"
+                " WHERE id = $1 AND status IN ('queued', 'running')",
+                job_id, status.value, finished_at, result, error)
+            return
         await self._pool.execute(
             "WITH u AS (UPDATE jobs SET status = $2, finished_at = $3, result = $4, error = $5"
             "   WHERE id = $1 AND status IN ('queued', 'running') RETURNING id)"

@@ -116,6 +116,9 @@ class Entry:
     # Resolved when the job's insert has returned (stored, or refused and dropped):
     # a cancel acts on a stored job only.
     inserting: asyncio.Future[None] | None = None
+    # Whether its finish is announced to other nodes (a cluster's NOTIFY): False while
+    # no other node can be waiting for it (pesto.cluster).
+    announce: bool = True
 
 
 @attrs.define(eq=False)
@@ -459,7 +462,8 @@ class Scheduler:
         self._move(entry, State.ENDING)
         self._dispatch()
         await self.outcomes.conclude(entry.job_id, entry.token_id, entry.request.callback_url,
-                                     outcome, lambda told: self._tell(entry, told))
+                                     outcome, lambda told: self._tell(entry, told),
+                                     announce=entry.announce)
         if counted:
             self._log(entry, outcome.status, result, elapsed)
 

@@ -578,8 +578,11 @@ class Store:
         self._wrote()
 
     async def finish_job(self, job_id: str, status: JobStatus, finished_at: str, *,
-                         result: str | None = None, error: str | None = None) -> None:
-        """Record the end of a job that is still queued or running (never rewrite a finished one)."""
+                         result: str | None = None, error: str | None = None,
+                         announce: bool = True) -> None:
+        """Record the end of a job that is still queued or running (never rewrite a finished one).
+
+        `announce` is for a cluster's store (nothing listens on one node)."""
         self._conn.execute(
             "UPDATE jobs SET status = ?, finished_at = ?, result = ?, error = ?"
             " WHERE id = ? AND status IN ('queued', 'running')",

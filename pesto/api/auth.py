@@ -2,9 +2,11 @@
 
 Only the SHA-256 of a token is stored; a 256-bit random token needs no salt
 or slow hash, and lookup by hash is the constant-time comparison. The store
-is asked on every request (its own cache of live tokens empties whenever
-another process writes), so a revocation by `pesto token revoke` takes
-effect on the next request.
+is asked on every request. Its cache of live tokens empties whenever another
+process writes (SQLite), or when the database NOTIFYs a write to the tokens
+table (PostgreSQL, a moment after the commit; the job's insert checks the
+revocation itself), so a revocation by `pesto token revoke` takes effect on
+the next request.
 
 A route needs a token by being declared with a hook of this module as its
 `before_request` (`require_token` on the router of the /api routes that need
@@ -29,8 +31,8 @@ from litestar import Request
 
 from pesto.clock import month_of, utcnow
 from pesto.domain import Token
-from pesto.errors import TokenInvalid, TokenMissing, TokenRevoked
-from pesto.limits import check_rate
+from pesto.errors import TokenInvalid, TokenMissing
+from pesto.limits import check_rate, revoked
 from pesto.stores import StoreAPI
 
 log = logging.getLogger("pesto.api")
@@ -72,8 +74,7 @@ async def authenticate(store: StoreAPI, header: str | None) -> Token:
     token = await store.token_by_hash(digest, month_of(utcnow()))
     if token is None:
         if await store.token_revoked(digest):
-            raise TokenRevoked("Token has been revoked",
-                               hint="an operator revoked this token; ask for a new one")
+            raise revoked()
         raise TokenInvalid("Token not registered",
                            hint="no token with this value exists on this server")
     if value not in _hashes:

@@ -101,7 +101,8 @@ class FakeStore:
             self.jobs[job_id] = _evolve(job, status=JobStatus.RUNNING, started_at=started_at)
 
     async def finish_job(self, job_id: str, status: JobStatus, finished_at: str, *,
-                         result: str | None = None, error: str | None = None) -> None:
+                         result: str | None = None, error: str | None = None,
+                         announce: bool = True) -> None:
         await self._gate("finish_job", job_id)
         if self.fail_finish:
             raise OSError("disk full")
