@@ -119,6 +119,9 @@ class Entry:
     # Whether its finish is announced to other nodes (a cluster's NOTIFY): False while
     # no other node can be waiting for it (pesto.cluster).
     announce: bool = True
+    # pesto.cluster ran it beside its insert, which stored nothing: its task ends
+    # without saving or telling anyone (the submit raised the refusal).
+    insert_refused: bool = False
 
 
 @attrs.define(eq=False)
@@ -429,6 +432,11 @@ class Scheduler:
             lend = {"lender": _Lender(self, entry)} if entry.request.test_cases else {}
             result = await self._engine.execute(entry.request, entry.job_id, **lend)
             outcome = Outcome(JobStatus.COMPLETED, result=_encode(result))
+            if entry.inserting is not None:
+                # Started beside its insert (pesto.cluster): its end is saved on the row
+                # the insert writes, so not before the insert returns; a refusal
+                # cancels this wait.
+                await asyncio.shield(entry.inserting)
         except asyncio.CancelledError:
             if entry.state is State.CANCELLING:
                 outcome = Outcome(JobStatus.CANCELLED,
@@ -449,6 +457,11 @@ class Scheduler:
             log.exception("job %s: unexpected error", entry.job_id)
             outcome = Outcome(JobStatus.FAILED, error=PestoError(
                 "internal error while running the job; it was marked failed"))
+        if entry.inserting is not None:           # the wait above was cut short
+            await asyncio.shield(entry.inserting)
+        if entry.insert_refused:
+            self._drop(entry)
+            return
         elapsed = self._clock() - started
         self._avg_run = 0.9 * self._avg_run + 0.1 * elapsed
         await self._end(entry, outcome, result if outcome.status is JobStatus.COMPLETED else None,

@@ -332,6 +332,12 @@ def test_a_revocation_reaches_every_node_and_no_revoked_token_runs_a_job(cluster
         assert refused["message"] == "Token has been revoked"
     assert _sql(cluster.url, "SELECT count(*) FROM jobs j JOIN tokens t ON t.id = j.token_id"
                              " WHERE t.name = 'doomed'")[0][0] == 0
+    # Such a run starts beside its insert and is stopped by the refusal: its slot is free
+    # again (a leaked one would show busy; the uids are checked free at the end).
+    for node in (a, b):
+        busy = re.search(r"^pesto_slots_busy (\S+)$", httpx.get(f"{node.url}/metrics").text, re.M)
+        assert busy is not None and float(busy.group(1)) == 0, busy
+        assert cluster.post(node, "/api/execute", HELLO).json()["runtime"]["stdout"] == "1\n"
     # The trigger on: a revoke NOTIFYs every node, whose whole cache empties.
     _sql(cluster.url, "ALTER TABLE tokens ENABLE TRIGGER tokens_changed")
     other_headers = {"X-Pesto-Token": other}

@@ -2,6 +2,8 @@
 
     .venv/bin/python tests/bench/bench_cluster.py [-n 200] [--jobs 120] [--rounds 3]
                                                   [--clients 4] [--sleep-ms 200]
+                                                  [--only latency|throughput]
+                                                  [--language python|lua]
 
 Needs a PostgreSQL: $PESTO_TEST_POSTGRES_URL (a server URL, no database), else a
 throwaway cluster is started like the tests do (Debian's postgresql package).
@@ -11,9 +13,10 @@ Starts, side by side in one run on one machine, real `pesto serve` processes:
 - P:  one node on PostgreSQL database A (1 slot);
 - Q1, Q2: two nodes on PostgreSQL database B (1 slot each).
 
-1. latency: `POST /api/execute` of Python `print(1)` over one keep-alive
-   connection, alternating S and P, `-n` samples each; medians and the
-   difference (goal: PostgreSQL <= +1 ms at the median);
+1. latency: `POST /api/execute` of `print(1)` (Python, or `--language lua`)
+   over one keep-alive connection, alternating S and P, `-n` samples each;
+   medians and the difference (goal: PostgreSQL <= +1 ms at the median), and
+   the median of the back-to-back differences;
 2. throughput: `--clients` keep-alive clients running `--jobs` executes
    against P alone, then against Q1 and Q2 (clients split between them), in
    `--rounds` alternating rounds; two workloads: `print(1)` (CPU-bound: the
@@ -105,20 +108,26 @@ class Node:
         shutil.rmtree(self.sandbox, ignore_errors=True)
 
 
-class SleepClient(Client):
-    """A Client whose program sleeps; checks the answer's stdout."""
+class ProgramClient(Client):
+    """A Client sending another program (its stdout must still be "1\n")."""
 
-    def __init__(self, node: Node, ms: int) -> None:
-        body = json.dumps({"language": "python",
-                           "code": f"import time; time.sleep({ms / 1000}); print(1)"}).encode()
+    def __init__(self, node: Node, language: str, code: str) -> None:
+        body = json.dumps({"language": language, "code": code}).encode()
         super().__init__(node.port, node.token)
         self.request = self.request.split(b"Content-Length:")[0] + (
             f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
 
 
+def sleeper(node: Node, ms: int) -> ProgramClient:
+    return ProgramClient(node, "python", f"import time; time.sleep({ms / 1000}); print(1)")
+
+
+PROGRAMS = {"python": "print(1)", "lua": "print(1)"}
+
+
 def throughput(nodes: list[Node], clients: int, jobs: int, sleep_ms: int | None) -> float:
     """Executes per second with `clients` connections spread over `nodes`."""
-    made = [SleepClient(nodes[i % len(nodes)], sleep_ms) if sleep_ms else
+    made = [sleeper(nodes[i % len(nodes)], sleep_ms) if sleep_ms else
             Client(nodes[i % len(nodes)].port, nodes[i % len(nodes)].token)
             for i in range(clients)]
     try:
@@ -135,6 +144,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--sleep-ms", type=int, default=200)
+    ap.add_argument("--only", choices=["latency", "throughput"], help="measure one part only")
+    ap.add_argument("--language", choices=sorted(PROGRAMS), default="python",
+                    help="the latency's program, print(1): Lua starts in a tenth of Python's "
+                         "time, so the run's own spread hides less of the store's cost")
     ap.add_argument("--uid-base", type=int, default=int(os.environ.get("PESTO_TEST_UID_BASE")
                                                         or 64000) + 600)
     args = ap.parse_args()
@@ -153,7 +166,9 @@ def main() -> None:
               f"1 slot each; {os.cpu_count()} CPUs", flush=True)
 
         # 1. Latency, alternating S and P.
-        cs, cp = s.client(), p.client()
+        cs, cp = (ProgramClient(node, args.language, PROGRAMS[args.language]) for node in (s, p))
+        if args.only == "throughput":
+            args.n = 0
         for _ in range(20):             # warm both (imports, statement caches)
             cs.execute()
             cp.execute()
@@ -166,13 +181,22 @@ def main() -> None:
         cs.close()
         cp.close()
         ms = lambda v: statistics.median(v) * 1000  # noqa: E731
-        print(f"latency (median of {args.n}): SQLite {ms(lat_s):.2f} ms, PostgreSQL "
-              f"{ms(lat_p):.2f} ms, overhead {ms(lat_p) - ms(lat_s):+.2f} ms (goal <= +1 ms); "
-              f"p90 {statistics.quantiles(lat_s, n=10)[-1] * 1000:.2f} / "
-              f"{statistics.quantiles(lat_p, n=10)[-1] * 1000:.2f} ms", flush=True)
+        if args.n:
+            print(f"latency, {args.language} print(1) (median of {args.n}): SQLite {ms(lat_s):.2f} ms, PostgreSQL "
+                  f"{ms(lat_p):.2f} ms, overhead {ms(lat_p) - ms(lat_s):+.2f} ms (goal <= +1 ms);"
+                  f" p90 {statistics.quantiles(lat_s, n=10)[-1] * 1000:.2f} / "
+                  f"{statistics.quantiles(lat_p, n=10)[-1] * 1000:.2f} ms", flush=True)
+            # Each pair's S and P ran back to back: the median of their differences is
+            # less moved by the machine's speed changing from one minute to the next.
+            paired = statistics.median(p_ - s_ for s_, p_ in zip(lat_s, lat_p)) * 1000
+            print(f"  median of the {args.n} paired differences (P - S, back to back): "
+                  f"{paired:+.2f} ms", flush=True)
 
         # 2. Throughput, alternating 1 node and 2 nodes.
-        for label, sleep_ms in (("print(1)", None), (f"sleep {args.sleep_ms} ms", args.sleep_ms)):
+        if args.only == "latency":
+            args.rounds = 0
+        for label, sleep_ms in (("print(1)", None), (f"sleep {args.sleep_ms} ms", args.sleep_ms))[
+                :2 if args.rounds else 0]:
             one, two, bare1, bare2 = [], [], [], []
             jobs = args.jobs if sleep_ms is None else max(8, args.jobs // 3)
             for _ in range(args.rounds):
