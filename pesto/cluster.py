@@ -283,6 +283,8 @@ class ClusterScheduler(Scheduler):
         entry = self._remote.get(job.id)    # submitted here: its waiter is here too
         if entry is None:
             entry = self._new_entry(job.id, request, job.token_id, token_name, max_concurrency)
+        else:
+            entry.announce = False          # as for a job run at once (`submit`)
         self._move(entry, State.STARTING)
         if self._early_cancels.pop(job.id, None) is not None:
             self._move(entry, State.CANCELLING)   # `_run` saves it cancelled without running it

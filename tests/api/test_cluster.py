@@ -197,23 +197,32 @@ class Listener:
 
 
 def test_only_the_finish_of_a_job_another_node_may_wait_for_is_announced(cluster_of) -> None:
-    """A job run at once by the node it was sent to has its only waiter there: its
-    finish is saved without a NOTIFY that every node would handle. A job that was
-    queued may be awaited anywhere: its finish is NOTIFYed."""
-    cluster = cluster_of(1)
-    node = cluster.nodes[0]
+    """A job run by the node it was sent to has its waiter there: its finish is saved
+    without a NOTIFY that every node would handle. A job sent to one node and run by
+    another is NOTIFYed (the first may be waiting for it)."""
+    cluster = cluster_of(2)
+    a, b = cluster.nodes
+    ids = {a: cluster.node_ids()["node-0"], b: cluster.node_ids()["node-1"]}
     done = Listener(cluster.url, "pesto_done")
     try:
-        at_once = cluster.post(node, "/api/execute", HELLO).json()["id"]
-        slow = cluster.post(node, "/api/jobs", {**PY, "code": "import time; time.sleep(1)"})
-        queued = cluster.post(node, "/api/jobs", HELLO)          # the one slot is busy
-        assert slow.status_code == 202 and queued.status_code == 202
-        cluster.wait_finished(node, [slow.json()["id"], queued.json()["id"]], timeout=30)
+        at_once = cluster.post(a, "/api/execute", HELLO).json()["id"]
+        # A busy for 3 s, B for 1 s: jobs queued meanwhile are then all run by B.
+        sleeps = [cluster.post(node, "/api/jobs", {**PY, "code": f"import time; time.sleep({s})"})
+                  for node, s in ((a, 3), (b, 1))]
+        sent = {cluster.post(node, "/api/jobs", HELLO).json()["id"]: node for node in (a, b)}
+        final = cluster.wait_finished(a, [*sent, *(r.json()["id"] for r in sleeps)], timeout=30)
+        assert {job["status"] for job in final.values()} == {"completed"}
+        ran = {r["id"]: r["node_id"] for r in _sql(
+            cluster.url, "SELECT id, node_id FROM jobs WHERE id = ANY($1)", list(sent))}
+        assert set(ran.values()) == {ids[b]}, ran        # both waited for B's slot
+        elsewhere = [job for job, node in sent.items() if ran[job] != ids[node]]
+        assert len(elsewhere) == 1
         deadline = time.monotonic() + 5
-        while queued.json()["id"] not in done.heard:
+        while elsewhere[0] not in done.heard:
             assert time.monotonic() < deadline, done.heard
             time.sleep(0.02)
-        assert at_once not in done.heard and slow.json()["id"] not in done.heard, done.heard
+        assert done.heard == elsewhere, done.heard     # not at_once, the sleeps, B's own
+        assert at_once not in done.heard
     finally:
         done.close()
 
