@@ -219,46 +219,20 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER tokens_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tokens
         FOR EACH STATEMENT EXECUTE FUNCTION pesto_tokens_changed();
 
-    -- As migration 1's, and a revoked token's job is refused ('revoked'): a node's
-    -- cached token may not have heard of its revocation yet; its insert has.
-    CREATE OR REPLACE FUNCTION pesto_submit(p_id text, p_token bigint, p_status text, p_request text,
+    -- pesto_submit, and a revoked token's job is refused ('revoked'): a node's cached
+    -- token may not have heard of its revocation yet; its insert has. Migration 1's
+    -- function stays as it is, renamed, behind this check.
+    ALTER FUNCTION pesto_submit(text, bigint, text, text, text, text, integer)
+        RENAME TO pesto_submit_admitted;
+    CREATE FUNCTION pesto_submit(p_id text, p_token bigint, p_status text, p_request text,
                                  p_created text, p_node text, p_queue_limit integer)
     RETURNS text LANGUAGE plpgsql AS $$
-    DECLARE
-        t tokens%ROWTYPE;
-        n integer;
     BEGIN
-        SELECT * INTO t FROM tokens WHERE id = p_token;
-        IF t.revoked_at IS NOT NULL THEN RETURN 'revoked'; END IF;
-        IF t.max_concurrency IS NOT NULL OR t.monthly_limit IS NOT NULL THEN
-            PERFORM 1 FROM tokens WHERE id = p_token FOR UPDATE;
-            IF t.max_concurrency IS NOT NULL THEN
-                SELECT count(*) INTO n FROM jobs
-                    WHERE token_id = p_token AND status IN ('queued', 'running');
-                IF n >= t.max_concurrency THEN RETURN 'concurrency'; END IF;
-            END IF;
-            IF t.monthly_limit IS NOT NULL THEN
-                SELECT coalesce(max(executions), 0) INTO n FROM usage
-                    WHERE token_id = p_token AND month = substr(p_created, 1, 7);
-                IF n >= t.monthly_limit THEN RETURN 'quota'; END IF;
-            END IF;
+        IF EXISTS (SELECT 1 FROM tokens WHERE id = p_token AND revoked_at IS NOT NULL) THEN
+            RETURN 'revoked';
         END IF;
-        IF p_status = 'queued' AND p_queue_limit IS NOT NULL THEN
-            SELECT count(*) INTO n FROM jobs WHERE status = 'queued';
-            IF n >= p_queue_limit THEN RETURN 'full'; END IF;
-        END IF;
-        INSERT INTO jobs (id, token_id, status, request, created_at, started_at, node_id)
-            VALUES (p_id, p_token, p_status, p_request, p_created,
-                    CASE WHEN p_status = 'running' THEN p_created END,
-                    CASE WHEN p_status = 'running' THEN p_node END);
-        INSERT INTO usage (token_id, month, executions, last_used_at)
-            VALUES (p_token, substr(p_created, 1, 7), 1, p_created)
-            ON CONFLICT (token_id, month) DO UPDATE
-            SET executions = usage.executions + 1, last_used_at = excluded.last_used_at;
-        IF p_status = 'queued' THEN
-            PERFORM pg_notify('pesto_queue', '');
-        END IF;
-        RETURN 'ok';
+        RETURN pesto_submit_admitted(p_id, p_token, p_status, p_request, p_created, p_node,
+                                     p_queue_limit);
     END $$;
     """,
 )
