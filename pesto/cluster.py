@@ -141,10 +141,6 @@ class ClusterScheduler(Scheduler):
         self._refuse_if_closing()
         start_now = self._busy() < self.workers
         entry = self._new_entry(job_id, request, token.id, token.name, token.max_concurrency)
-        # Run here at once, its only waiter is here: its finish need not wake every node
-        # (a NOTIFY each node's listener and event loop would handle). Other nodes learn
-        # of it only by a cancel sent to it, which sets this back (`_on_cancel`).
-        entry.announce = not start_now
         # The slot is booked before the first await.
         self._move(entry, State.STARTING if start_now else State.REMOTE)
         if not start_now:
@@ -155,45 +151,20 @@ class ClusterScheduler(Scheduler):
         job = Job(id=job_id, token_id=token.id,
                   status=JobStatus.RUNNING if start_now else JobStatus.QUEUED,
                   request=body, created_at=now, started_at=now if start_now else None)
-        if start_now and token.max_concurrency is None and token.monthly_limit is None:
-            return await self._run_beside_insert(entry, job, token)
+        # A job that runs at once for a token with no concurrency or monthly limit
+        # starts while its insert is in flight: the round trip to the database is then
+        # not on the answer's path. Such an insert can refuse only a token revoked
+        # since this node read it (a write its token cache hears of a moment later):
+        # the run is then stopped, a round trip after it began, with no effect outside
+        # its sandbox and no output returned (`_insert`, `Scheduler._run`, which also
+        # saves the run's end only once the insert has returned).
+        beside = start_now and token.max_concurrency is None and token.monthly_limit is None
+        if beside:
+            self._start(entry, mark_running=False)
         refusal = await self._insert(entry, self._submit_row(job, start_now))
         if refusal is not None:
             raise self._refusal(refusal, token)
-        return await self._admit(entry)
-
-    async def _run_beside_insert(self, entry: Entry, job: Job, token: Token) -> Entry:
-        """Start a job on its booked slot while its insert is in flight: the round trip
-        to the database is then not on the answer's path.
-
-        Only for a token with no concurrency or monthly limit: the insert of a job
-        that runs at once can then refuse only a token revoked since this node read
-        it (a write this node's token cache hears of a moment later). Such a run is
-        killed when the refusal comes, a round trip after it began; it has no
-        effect outside its sandbox and its output is never returned (the submit
-        raises the refusal). The run's end is saved only after the insert returned
-        (`Scheduler._run` waits for `inserting`).
-        """
-        entry.inserting = asyncio.get_running_loop().create_future()
-        self._start(entry, mark_running=False)
-        refusal: str | None = "error"
-        try:
-            refusal = await self._submit_row(job, True)
-        finally:
-            if refusal is not None:
-                entry.insert_refused = True
-                if entry.state is State.STARTING:
-                    # Its task has not run a step (a cancel would skip its whole body
-                    # and keep the slot): it reads the state when it starts.
-                    self._move(entry, State.CANCELLING)
-                else:                           # running, or waiting for this insert
-                    assert entry.task is not None
-                    entry.task.cancel()
-            entry.inserting.set_result(None)
-            entry.inserting = None
-        if refusal is not None:
-            raise self._refusal(refusal, token)
-        return entry
+        return entry if beside else await self._admit(entry)
 
     async def _submit_row(self, job: Job, start_now: bool) -> str | None:
         verdict = await self._store.submit_job(job, self.node_id,
@@ -283,8 +254,7 @@ class ClusterScheduler(Scheduler):
         entry = self._remote.get(job.id)    # submitted here: its waiter is here too
         if entry is None:
             entry = self._new_entry(job.id, request, job.token_id, token_name, max_concurrency)
-        else:
-            entry.announce = False          # as for a job run at once (`submit`)
+            entry.announce = True           # sent to another node, which may wait for it
         self._move(entry, State.STARTING)
         if self._early_cancels.pop(job.id, None) is not None:
             self._move(entry, State.CANCELLING)   # `_run` saves it cancelled without running it

@@ -594,20 +594,13 @@ class PgStore:
     async def finish_job(self, job_id: str, status: JobStatus, finished_at: str, *,
                          result: str | None = None, error: str | None = None,
                          announce: bool = True) -> None:
-        """Record the end of a job still queued or running; if it was, NOTIFY
-        `pesto_done` unless not `announce` (no other node waits for it: see
-        `ClusterScheduler.submit`)."""
-        if not announce:
-            await self._pool.execute(
-                "UPDATE jobs SET status = $2, finished_at = $3, result = $4, error = $5"
-                " WHERE id = $1 AND status IN ('queued', 'running')",
-                job_id, status.value, finished_at, result, error)
-            return
+        """Record the end of a job still queued or running; if it was and `announce`
+        (another node may wait for it: `Entry.announce`), NOTIFY `pesto_done`."""
         await self._pool.execute(
             "WITH u AS (UPDATE jobs SET status = $2, finished_at = $3, result = $4, error = $5"
             "   WHERE id = $1 AND status IN ('queued', 'running') RETURNING id)"
-            " SELECT pg_notify('pesto_done', id) FROM u",
-            job_id, status.value, finished_at, result, error)
+            " SELECT pg_notify('pesto_done', id) FROM u WHERE $6",
+            job_id, status.value, finished_at, result, error, announce)
 
     async def cancel_queued(self, job_id: str, token_id: int, finished_at: str) -> str | None:
         """Cancel the token's job if it is still queued (no node has it); its request

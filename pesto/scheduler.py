@@ -116,10 +116,11 @@ class Entry:
     # Resolved when the job's insert has returned (stored, or refused and dropped):
     # a cancel acts on a stored job only.
     inserting: asyncio.Future[None] | None = None
-    # Whether its finish is announced to other nodes (a cluster's NOTIFY): False while
-    # no other node can be waiting for it (pesto.cluster).
-    announce: bool = True
-    # pesto.cluster ran it beside its insert, which stored nothing: its task ends
+    # Whether another node may wait for its finish, which is then announced (a
+    # cluster's NOTIFY): set by pesto.cluster for a job sent to another node, or one
+    # another node asked to cancel. Its own waiter is told here.
+    announce: bool = False
+    # Started beside its insert (pesto.cluster), which stored nothing: its task ends
     # without saving or telling anyone (the submit raised the refusal).
     insert_refused: bool = False
 
@@ -278,7 +279,8 @@ class Scheduler:
         """Await a booked job's insert; returns the store's refusal (None: stored).
 
         A refused or failed insert drops the job before a cancel waiting for
-        the insert (`Entry.inserting`) looks at it.
+        the insert (`Entry.inserting`) looks at it; a job already started
+        beside its insert (pesto.cluster) is stopped, and its task drops it.
         """
         entry.inserting = asyncio.get_running_loop().create_future()
         refusal: str | None = "error"
@@ -287,9 +289,24 @@ class Scheduler:
             return refusal
         finally:
             if refusal is not None:
-                self._drop(entry)
+                if entry.task is None:
+                    self._drop(entry)
+                else:
+                    self._stop_refused(entry)
             entry.inserting.set_result(None)
             entry.inserting = None
+
+    def _stop_refused(self, entry: Entry) -> None:
+        """Stop the task of a job whose insert was refused; `_run` then drops it
+        without saving or telling anyone."""
+        entry.insert_refused = True
+        if entry.state is State.STARTING:
+            # Its task has not run a step (a cancel would skip its whole body and
+            # keep the slot): it reads the state when it starts.
+            self._move(entry, State.CANCELLING)
+        else:                                   # running, or waiting for the insert
+            assert entry.task is not None
+            entry.task.cancel()
 
     def _drop(self, entry: Entry) -> None:
         """A booked job that was not stored: give back what it booked."""

@@ -122,9 +122,6 @@ def sleeper(node: Node, ms: int) -> ProgramClient:
     return ProgramClient(node, "python", f"import time; time.sleep({ms / 1000}); print(1)")
 
 
-PROGRAMS = {"python": "print(1)", "lua": "print(1)"}
-
-
 def throughput(nodes: list[Node], clients: int, jobs: int, sleep_ms: int | None) -> float:
     """Executes per second with `clients` connections spread over `nodes`."""
     made = [sleeper(nodes[i % len(nodes)], sleep_ms) if sleep_ms else
@@ -137,6 +134,32 @@ def throughput(nodes: list[Node], clients: int, jobs: int, sleep_ms: int | None)
             client.close()
 
 
+def latency(s: Node, p: Node, language: str, n: int) -> None:
+    """1. Latency of print(1), alternating S and P over one connection each."""
+    cs, cp = (ProgramClient(node, language, "print(1)") for node in (s, p))
+    for _ in range(20):             # warm both (imports, statement caches)
+        cs.execute()
+        cp.execute()
+    lat_s, lat_p = [], []
+    for i in range(n):
+        first, second = (cs, cp) if i % 2 else (cp, cs)
+        t1, t2 = first.execute(), second.execute()
+        (lat_s if first is cs else lat_p).append(t1)
+        (lat_p if first is cs else lat_s).append(t2)
+    cs.close()
+    cp.close()
+    ms = lambda v: statistics.median(v) * 1000  # noqa: E731
+    print(f"latency, {language} print(1) (median of {n}): SQLite {ms(lat_s):.2f} ms, PostgreSQL "
+          f"{ms(lat_p):.2f} ms, overhead {ms(lat_p) - ms(lat_s):+.2f} ms (goal <= +1 ms); "
+          f"p90 {statistics.quantiles(lat_s, n=10)[-1] * 1000:.2f} / "
+          f"{statistics.quantiles(lat_p, n=10)[-1] * 1000:.2f} ms", flush=True)
+    # Each pair's S and P ran back to back: the median of their differences is less
+    # moved by the machine's speed changing from one minute to the next.
+    paired = statistics.median(p_ - s_ for s_, p_ in zip(lat_s, lat_p)) * 1000
+    print(f"  median of the {n} paired differences (P - S, back to back): {paired:+.2f} ms",
+          flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-n", type=int, default=200, help="latency samples of each store")
@@ -145,7 +168,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--sleep-ms", type=int, default=200)
     ap.add_argument("--only", choices=["latency", "throughput"], help="measure one part only")
-    ap.add_argument("--language", choices=sorted(PROGRAMS), default="python",
+    ap.add_argument("--language", choices=["python", "lua"], default="python",
                     help="the latency's program, print(1): Lua starts in a tenth of Python's "
                          "time, so the run's own spread hides less of the store's cost")
     ap.add_argument("--uid-base", type=int, default=int(os.environ.get("PESTO_TEST_UID_BASE")
@@ -165,38 +188,12 @@ def main() -> None:
         print(f"nodes: S (SQLite), P (PostgreSQL, alone), Q1+Q2 (PostgreSQL, shared); "
               f"1 slot each; {os.cpu_count()} CPUs", flush=True)
 
-        # 1. Latency, alternating S and P.
-        cs, cp = (ProgramClient(node, args.language, PROGRAMS[args.language]) for node in (s, p))
-        if args.only == "throughput":
-            args.n = 0
-        for _ in range(20):             # warm both (imports, statement caches)
-            cs.execute()
-            cp.execute()
-        lat_s, lat_p = [], []
-        for i in range(args.n):
-            first, second = (cs, cp) if i % 2 else (cp, cs)
-            t1, t2 = first.execute(), second.execute()
-            (lat_s if first is cs else lat_p).append(t1)
-            (lat_p if first is cs else lat_s).append(t2)
-        cs.close()
-        cp.close()
-        ms = lambda v: statistics.median(v) * 1000  # noqa: E731
-        if args.n:
-            print(f"latency, {args.language} print(1) (median of {args.n}): SQLite {ms(lat_s):.2f} ms, PostgreSQL "
-                  f"{ms(lat_p):.2f} ms, overhead {ms(lat_p) - ms(lat_s):+.2f} ms (goal <= +1 ms);"
-                  f" p90 {statistics.quantiles(lat_s, n=10)[-1] * 1000:.2f} / "
-                  f"{statistics.quantiles(lat_p, n=10)[-1] * 1000:.2f} ms", flush=True)
-            # Each pair's S and P ran back to back: the median of their differences is
-            # less moved by the machine's speed changing from one minute to the next.
-            paired = statistics.median(p_ - s_ for s_, p_ in zip(lat_s, lat_p)) * 1000
-            print(f"  median of the {args.n} paired differences (P - S, back to back): "
-                  f"{paired:+.2f} ms", flush=True)
-
-        # 2. Throughput, alternating 1 node and 2 nodes.
+        if args.only != "throughput":
+            latency(s, p, args.language, args.n)
         if args.only == "latency":
-            args.rounds = 0
-        for label, sleep_ms in (("print(1)", None), (f"sleep {args.sleep_ms} ms", args.sleep_ms))[
-                :2 if args.rounds else 0]:
+            return
+        # 2. Throughput, alternating 1 node and 2 nodes.
+        for label, sleep_ms in (("print(1)", None), (f"sleep {args.sleep_ms} ms", args.sleep_ms)):
             one, two, bare1, bare2 = [], [], [], []
             jobs = args.jobs if sleep_ms is None else max(8, args.jobs // 3)
             for _ in range(args.rounds):
