@@ -31,6 +31,7 @@ lock, so several nodes starting at once apply each one exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Callable
@@ -248,6 +249,8 @@ _REQUEST_COLUMNS = ("id, name, email, purpose, address, status, created_at, deci
 DELIVERY_LEASE = 120      # seconds a node holds a due webhook delivery while it sends it
 TOKEN_CACHE_TTL = 5.0     # seconds a cached token is trusted without a word from pesto_tokens
 TOKEN_CACHE_MAX = 1024    # cached tokens; the cache empties when full (tokens in use are few)
+# Pool connections held out of the pool for the statements on a job's path (`_on_path`).
+HELD_CONNECTIONS = 3
 
 
 def _job(row: Any) -> Job:
@@ -282,6 +285,14 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     """The pool's reset: nothing to undo (PgStore.open says why)."""
 
 
+def _open(conn: Any) -> bool:
+    """Whether a connection held out of the pool can still be used."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:       # it closed, and the pool took it back
+        return False
+
+
 def safe_url(url: str) -> str:
     """The URL with any password replaced by ***, for logs and `pesto doctor`."""
     scheme, sep, rest = url.partition("://")
@@ -308,6 +319,12 @@ class PgStore:
         self._tokens: dict[str, tuple[float, Token]] = {}
         self._tokens_month = ""
         self._tokens_seen = 0
+        # Connections taken from the pool once and kept (`_on_path`): idle ones, and
+        # how many are out of the pool (idle, in use, or being taken).
+        self._held: list[Any] = []
+        self._held_out = 0
+        self._held_tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     @classmethod
     async def open(cls, url: str) -> "PgStore":
@@ -334,9 +351,83 @@ class PgStore:
         return cls(pool, url)
 
     async def close(self) -> None:
+        self._closing = True
         if self._listener is not None and not self._listener.is_closed():
             await self._listener.close()
+        for task in list(self._held_tasks):
+            task.cancel()
+        await asyncio.gather(*self._held_tasks, return_exceptions=True)
+        held, self._held = self._held, []
+        for conn in held:
+            await self._pool.release(conn)
         await self._pool.close()
+
+    # --- the statements on a job's path ------------------------------------------
+
+    async def _on_path(self, method: str, query: str, *args: Any) -> Any:
+        """Run one statement of a job's path (its insert, claim, finish, the read of
+        its outcome elsewhere) on a connection this store holds, else on the pool.
+
+        Why: the pool's acquire and release cost more than the statement's own
+        client side (measured: a `SELECT 1` after 5 ms idle took 0.80 ms through
+        the pool, 0.56 ms on a connection, and 0.31 against 0.20 ms of CPU).
+        The held connections are still the pool's (it opened them and closes
+        them in `close`); only the hand-out per statement is skipped.
+        """
+        while self._held and not _open(self._held[-1]):
+            # Lost while idle (the server restarted, an administrator ended it): the
+            # pool took it back; another is taken below.
+            self._held_out -= 1
+            self._held.pop()
+        if not self._held:
+            self._take_held()
+            return await getattr(self._pool, method)(query, *args)
+        conn = self._held.pop()
+        try:
+            result = await getattr(conn, method)(query, *args)
+        except BaseException:
+            # Failed or cancelled mid-statement: the connection may be mid-protocol or
+            # gone, so it goes back to the pool, which waits out a cancellation or
+            # closes it (a new one is taken on a later statement). Not awaited here:
+            # a cancelled task must not wait.
+            self._held_out -= 1
+            self._background(self._pool.release(conn))
+            raise
+        if self._closing:            # `close` gave back the idle ones: this one goes too
+            self._held_out -= 1
+            await self._pool.release(conn)
+        else:
+            self._held.append(conn)
+        return result
+
+    def _take_held(self) -> None:
+        """Take one more connection from the pool to hold, if fewer than HELD_CONNECTIONS are."""
+        if self._held_out >= HELD_CONNECTIONS or self._closing:
+            return
+        self._held_out += 1
+
+        async def take() -> None:
+            try:
+                conn = await self._pool.acquire()
+            except BaseException:
+                self._held_out -= 1
+                raise
+            if self._closing:
+                self._held_out -= 1
+                await self._pool.release(conn)
+            else:
+                self._held.append(conn)
+        self._background(take())
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._held_tasks.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._held_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("PostgreSQL: a held connection: %s", task.exception())
 
     async def schema_version(self) -> int:
         return await self._pool.fetchval("SELECT max(version) FROM pesto_schema") or 0
@@ -536,8 +627,8 @@ class PgStore:
         (its monthly executions are used up) or 'full' (a queued job and
         `queue_limit` jobs queued already).
         """
-        return await self._pool.fetchval(
-            "SELECT pesto_submit($1, $2, $3, $4, $5, $6, $7)", job.id, job.token_id,
+        return await self._on_path(
+            "fetchval", "SELECT pesto_submit($1, $2, $3, $4, $5, $6, $7)", job.id, job.token_id,
             job.status.value, job.request, job.created_at, node_id, queue_limit)
 
     async def insert_job(self, job: Job) -> None:
@@ -561,8 +652,8 @@ class PgStore:
         SKIP LOCKED: jobs another node is claiming right now are passed over,
         never taken twice.
         """
-        rows = await self._pool.fetch(
-            "UPDATE jobs j SET status = 'running', started_at = $2, node_id = $1"
+        rows = await self._on_path(
+            "fetch", "UPDATE jobs j SET status = 'running', started_at = $2, node_id = $1"
             " FROM (SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq"
             "       LIMIT $3 FOR UPDATE SKIP LOCKED) c, tokens t"
             " WHERE j.id = c.id AND t.id = j.token_id"
@@ -596,7 +687,8 @@ class PgStore:
                          announce: bool = True) -> None:
         """Record the end of a job still queued or running; if it was and `announce`
         (another node may wait for it: `Entry.announce`), NOTIFY `pesto_done`."""
-        await self._pool.execute(
+        await self._on_path(
+            "execute",
             "WITH u AS (UPDATE jobs SET status = $2, finished_at = $3, result = $4, error = $5"
             "   WHERE id = $1 AND status IN ('queued', 'running') RETURNING id)"
             " SELECT pg_notify('pesto_done', id) FROM u WHERE $6",
@@ -618,7 +710,8 @@ class PgStore:
         return None if row is None else _job(row)
 
     async def job_by_id(self, job_id: str) -> Job | None:
-        row = await self._pool.fetchrow(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = $1", job_id)
+        row = await self._on_path("fetchrow", f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = $1",
+                                  job_id)
         return None if row is None else _job(row)
 
     async def queued_count(self) -> int:
