@@ -161,6 +161,9 @@ class ClusterScheduler(Scheduler):
         beside = start_now and token.max_concurrency is None and token.monthly_limit is None
         if beside:
             self._start(entry, mark_running=False)
+            # The run's first step (its request to the sandbox) goes out before the
+            # insert is sent: the run is on the answer's path, the insert is not.
+            await asyncio.sleep(0)
         refusal = await self._insert(entry, self._submit_row(job, start_now))
         if refusal is not None:
             raise self._refusal(refusal, token)
