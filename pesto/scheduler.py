@@ -474,8 +474,12 @@ class Scheduler:
             log.exception("job %s: unexpected error", entry.job_id)
             outcome = Outcome(JobStatus.FAILED, error=PestoError(
                 "internal error while running the job; it was marked failed"))
-        if entry.inserting is not None:           # the wait above was cut short
-            await asyncio.shield(entry.inserting)
+        while entry.inserting is not None:
+            # The wait above was cut short (a shutdown's cancel) or not reached. The
+            # outcome is decided; a further cancel here (the refusal's, `_stop_refused`)
+            # must not skip what follows, which frees the slot. The insert always ends.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(entry.inserting)
         if entry.insert_refused:
             self._drop(entry)
             return

@@ -449,3 +449,41 @@ def test_slots_lent_to_a_judged_job_count_against_workers_and_the_token() -> Non
         engine.finish("judged")
         assert (await scheduler.wait(judged)).status is JobStatus.COMPLETED
     run(scenario, workers=3, engine=engine)
+
+
+def test_a_refused_insert_after_a_shutdown_cancel_still_frees_the_slot() -> None:
+    """A job run beside its insert (pesto.cluster), cancelled by a shutdown while the
+    insert is out, then refused by it: the refusal's second cancel lands while the
+    task waits for the insert, and must not skip the slot's release."""
+    from pesto.cluster import ClusterScheduler
+    from pesto.errors import TokenRevoked
+
+    class ClusterFakeStore(FakeStore):
+        async def submit_job(self, job: Job, node_id: str | None,
+                             queue_limit: int | None) -> str:
+            await self._gate("submit_job", job.id)
+            return "revoked"
+
+        async def leave(self, node_id: str) -> None:
+            pass
+
+    async def main() -> None:
+        engine, store = FakeEngine(), ClusterFakeStore()
+        scheduler = ClusterScheduler(engine, store, workers=1, queue_size=10,
+                                     shutdown_timeout=0, clock=FakeClock())
+        store.hold("submit_job")
+        submitting = asyncio.ensure_future(submit(scheduler, "j"))
+        await settle()
+        assert engine.started == ["j"]                  # beside its insert
+        closing = asyncio.ensure_future(scheduler.close(0))
+        await settle()
+        assert engine.killed == ["j"]                   # the shutdown's cancel
+        store.let("submit_job")                         # refused: the second cancel
+        await asyncio.wait_for(closing, 5)
+        with pytest.raises(TokenRevoked):
+            await submitting
+        assert "j" not in store.jobs
+        assert ("finish_job", "j") not in store.calls
+        assert scheduler.stats()["running"] == 0 and scheduler.stats()["tracked"] == 0
+
+    asyncio.run(main())
