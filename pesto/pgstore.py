@@ -319,6 +319,7 @@ class PgStore:
         self._tokens: dict[str, tuple[float, Token]] = {}
         self._tokens_month = ""
         self._tokens_seen = 0
+        self._token_names: dict[str, tuple[float, str]] = {}     # live_token_hash's, the same way
         # Connections taken from the pool once and kept (`_on_path`): idle ones, and
         # how many are out of the pool (idle, in use, or being taken).
         self._held: list[Any] = []
@@ -462,6 +463,7 @@ class PgStore:
 
     def _tokens_changed(self, *_args: Any) -> None:
         self._tokens.clear()
+        self._token_names.clear()
         self._tokens_seen += 1
 
     async def notify_cancel(self, job_id: str) -> None:
@@ -591,9 +593,23 @@ class PgStore:
             token_hash)
 
     async def live_token_hash(self, name: str) -> str | None:
-        """The hash of the live token called `name` (config `piston_anonymous_token`)."""
-        return await self._pool.fetchval(
+        """The hash of the live token called `name` (config `piston_anonymous_token`).
+
+        Asked on every anonymous Piston request: cached like `token_by_hash`'s
+        tokens, and emptied with them.
+        """
+        now = time.monotonic()
+        cached = self._token_names.get(name)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        seen = self._tokens_seen
+        digest = await self._pool.fetchval(
             "SELECT hash FROM tokens WHERE name = $1 AND revoked_at IS NULL", name)
+        if digest is not None and self.listening and seen == self._tokens_seen:
+            if len(self._token_names) >= TOKEN_CACHE_MAX:
+                self._token_names.clear()
+            self._token_names[name] = (now + TOKEN_CACHE_TTL, digest)
+        return digest
 
     async def rate_hit(self, token_id: int, limit: int) -> float:
         """Count one request of a rate-limited token, cluster-wide.

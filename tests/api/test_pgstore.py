@@ -128,9 +128,10 @@ def test_a_statement_cancelled_on_a_held_connection_leaves_the_store_working(
     asyncio.run(run())
 
 
-def test_the_token_cache_forgets_after_its_ttl_and_when_the_listener_reconnects(
+def test_the_token_caches_forget_on_a_notify_after_their_ttl_and_when_the_listener_reconnects(
         postgres: Any, monkeypatch: Any) -> None:
-    """The two bounds on a revocation the node did not hear (the NOTIFY lost): the
+    """Tokens by hash and anonymous Piston's token by name are cached per node. A
+    revocation reaches them by NOTIFY; when that is lost, two bounds remain: the
     cache's lifetime, and the emptying when the listener connects again."""
     import pesto.pgstore
     monkeypatch.setattr(pesto.pgstore, "TOKEN_CACHE_TTL", 0.5)
@@ -150,17 +151,36 @@ def test_the_token_cache_forgets_after_its_ttl_and_when_the_listener_reconnects(
                                     " AND revoked_at IS NULL", utcnow())
 
             assert await store.token_by_hash("h" * 64, month) is not None    # cached now
+            assert await store.live_token_hash("held") == "h" * 64
             await revoke_quietly()
             assert await store.token_by_hash("h" * 64, month) is not None    # still trusted
+            assert await store.live_token_hash("held") == "h" * 64
             await asyncio.sleep(0.7)                                         # past the TTL
             assert await store.token_by_hash("h" * 64, month) is None
+            assert await store.live_token_hash("held") is None
 
             await admin.execute("INSERT INTO tokens (name, hash, created_at)"
                                 " VALUES ('held', $1, $2)", "g" * 64, utcnow())
             assert await store.token_by_hash("g" * 64, month) is not None    # cached now
+            assert await store.live_token_hash("held") == "g" * 64
             await revoke_quietly()
             await store.listen({})                                           # reconnects
             assert await store.token_by_hash("g" * 64, month) is None
+            assert await store.live_token_hash("held") is None
+
+            # Announced (the trigger on): the cache empties when the NOTIFY arrives.
+            await admin.execute("ALTER TABLE tokens ENABLE TRIGGER tokens_changed")
+            await admin.execute("INSERT INTO tokens (name, hash, created_at)"
+                                " VALUES ('held', $1, $2)", "f" * 64, utcnow())
+            await asyncio.sleep(0.2)
+            assert await store.live_token_hash("held") == "f" * 64           # cached now
+            await admin.execute("UPDATE tokens SET revoked_at = $1 WHERE name = 'held'"
+                                " AND revoked_at IS NULL", utcnow())
+            for _ in range(20):
+                if await store.live_token_hash("held") is None:
+                    break
+                await asyncio.sleep(0.01)
+            assert await store.live_token_hash("held") is None     # in 0.2 s: before the TTL
         finally:
             await admin.close()
             await asyncio.wait_for(store.close(), 10)
