@@ -161,15 +161,19 @@ class ClusterScheduler(Scheduler):
         beside = start_now and token.max_concurrency is None and token.monthly_limit is None
         if beside:
             self._start(entry, mark_running=False)
-            # The run's first step (its request to the sandbox) goes out before the
-            # insert is sent: the run is on the answer's path, the insert is not.
-            await asyncio.sleep(0)
-        refusal = await self._insert(entry, self._submit_row(job, start_now))
+        refusal = await self._insert(entry, self._submit_row(job, start_now, run_first=beside))
         if refusal is not None:
             raise self._refusal(refusal, token)
         return entry if beside else await self._admit(entry)
 
-    async def _submit_row(self, job: Job, start_now: bool) -> str | None:
+    async def _submit_row(self, job: Job, start_now: bool, *,
+                          run_first: bool = False) -> str | None:
+        if run_first:
+            # The run started beside this insert sends its first request to the sandbox
+            # before the insert goes out: the run is on the answer's path, the insert is
+            # not. Yielding here, not before `_insert`, keeps `Entry.inserting` set
+            # before the run's first step (a run ending at once must wait for the row).
+            await asyncio.sleep(0)
         verdict = await self._store.submit_job(job, self.node_id,
                                                None if start_now else self.queue_size)
         return None if verdict == "ok" else verdict

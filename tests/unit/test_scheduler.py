@@ -451,6 +451,45 @@ def test_slots_lent_to_a_judged_job_count_against_workers_and_the_token() -> Non
     run(scenario, workers=3, engine=engine)
 
 
+class ClusterFakeStore(FakeStore):
+    """FakeStore with what pesto.cluster's submit and close call; `verdict` is the
+    insert's answer ('ok' stores the job)."""
+    verdict = "ok"
+
+    async def submit_job(self, job: Job, node_id: str | None, queue_limit: int | None) -> str:
+        await self._gate("submit_job", job.id)
+        if self.verdict == "ok":
+            self.jobs[job.id] = job
+        return self.verdict
+
+    async def leave(self, node_id: str) -> None:
+        pass
+
+
+def test_a_run_beside_its_insert_that_ends_at_once_is_saved_after_the_insert() -> None:
+    """pesto.cluster starts a job beside its insert: a run that ends before its first
+    await (an engine failing at once) must still wait for the row it finishes."""
+    from pesto.cluster import ClusterScheduler
+
+    class FailingEngine(FakeEngine):
+        async def execute(self, request: ExecuteRequest, job_id: str, *,
+                          lender: Any = None) -> ExecuteResult:
+            raise RuntimeError("broken at once")
+
+    async def main() -> None:
+        store = ClusterFakeStore()
+        scheduler = ClusterScheduler(FailingEngine(), store, workers=1, queue_size=10,
+                                     shutdown_timeout=0, clock=FakeClock())
+        entry = await submit(scheduler, "j")
+        outcome = await asyncio.wait_for(scheduler.wait(entry), 5)
+        assert outcome.status is JobStatus.FAILED and outcome.error.code == "INTERNAL_ERROR"
+        assert store.calls.index(("submit_job", "j")) < store.calls.index(("finish_job", "j"))
+        assert store.jobs["j"].status is JobStatus.FAILED
+        await scheduler.close(0)
+
+    asyncio.run(main())
+
+
 def test_a_refused_insert_after_a_shutdown_cancel_still_frees_the_slot() -> None:
     """A job run beside its insert (pesto.cluster), cancelled by a shutdown while the
     insert is out, then refused by it: the refusal's second cancel lands while the
@@ -458,17 +497,9 @@ def test_a_refused_insert_after_a_shutdown_cancel_still_frees_the_slot() -> None
     from pesto.cluster import ClusterScheduler
     from pesto.errors import TokenRevoked
 
-    class ClusterFakeStore(FakeStore):
-        async def submit_job(self, job: Job, node_id: str | None,
-                             queue_limit: int | None) -> str:
-            await self._gate("submit_job", job.id)
-            return "revoked"
-
-        async def leave(self, node_id: str) -> None:
-            pass
-
     async def main() -> None:
         engine, store = FakeEngine(), ClusterFakeStore()
+        store.verdict = "revoked"
         scheduler = ClusterScheduler(engine, store, workers=1, queue_size=10,
                                      shutdown_timeout=0, clock=FakeClock())
         store.hold("submit_job")
