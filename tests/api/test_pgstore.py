@@ -47,6 +47,24 @@ async def _run_jobs(store: PgStore, token_id: int, count: int) -> list[str]:
     return done
 
 
+def _with_store(postgres: Any, scenario: Any) -> None:
+    """`await scenario(store, token_id, admin, database)` on a fresh database: the store
+    with one token, and a connection of the test's own; the store must close in 10 s."""
+    url = postgres.new_database()
+
+    async def run() -> None:
+        store, token_id = await _store_with_token(url)
+        admin = await asyncpg.connect(url)
+        try:
+            await scenario(store, token_id, admin, url.rsplit("/", 1)[1])
+        finally:
+            await admin.close()
+            await asyncio.wait_for(store.close(), 10)
+        assert store._pool.is_closing()
+
+    asyncio.run(run())
+
+
 async def _backends(admin: asyncpg.Connection, database: str) -> list[int]:
     return [row[0] for row in await admin.fetch(
         "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid != pg_backend_pid()",
@@ -54,78 +72,59 @@ async def _backends(admin: asyncpg.Connection, database: str) -> list[int]:
 
 
 def test_connections_lost_while_held_cost_no_statement(postgres: Any) -> None:
-    url = postgres.new_database()
-    database = url.rsplit("/", 1)[1]
+    async def scenario(store: PgStore, token_id: int, admin: Any, database: str) -> None:
+        await _run_jobs(store, token_id, 20)
+        before = {conn.get_server_pid() for conn in store._held}
+        assert before                                         # taken, and idle now
+        # Every connection of the store ends, as when the server restarts.
+        for pid in await _backends(admin, database):
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        await asyncio.sleep(0.2)                              # the client sees them close
+        ids = await _run_jobs(store, token_id, 20)
+        statuses = {row[0] for row in await admin.fetch(
+            "SELECT status FROM jobs WHERE id = ANY($1::text[])", ids)}
+        assert statuses == {"completed"}
+        after = {conn.get_server_pid() for conn in store._held}
+        assert after and not after & before                   # others were taken
+        assert store._held_out <= HELD_CONNECTIONS
 
-    async def run() -> None:
-        store, token_id = await _store_with_token(url)
-        admin = await asyncpg.connect(url)
-        try:
-            await _run_jobs(store, token_id, 20)
-            before = {conn.get_server_pid() for conn in store._held}
-            assert before                                     # taken, and idle now
-            # Every connection of the store ends, as when the server restarts.
-            for pid in await _backends(admin, database):
-                await admin.execute("SELECT pg_terminate_backend($1)", pid)
-            await asyncio.sleep(0.2)                          # the client sees them close
-            ids = await _run_jobs(store, token_id, 20)
-            statuses = {row[0] for row in await admin.fetch(
-                "SELECT status FROM jobs WHERE id = ANY($1::text[])", ids)}
-            assert statuses == {"completed"}
-            after = {conn.get_server_pid() for conn in store._held}
-            assert after and not after & before               # others were taken
-            assert store._held_out <= HELD_CONNECTIONS
-        finally:
-            await admin.close()
-            await asyncio.wait_for(store.close(), 10)
-
-    asyncio.run(run())
+    _with_store(postgres, scenario)
 
 
 def test_a_statement_cancelled_on_a_held_connection_leaves_the_store_working(
         postgres: Any) -> None:
-    url = postgres.new_database()
-    database = url.rsplit("/", 1)[1]
+    async def scenario(store: PgStore, token_id: int, admin: Any, database: str) -> None:
+        await _run_jobs(store, token_id, 10)
+        job = _job(token_id)
+        assert await store.submit_job(job, "node", None) == "ok"
+        # Another session holds the job's row: the finish waits on its lock, and is
+        # cancelled there (as a shutdown cancels a run's last steps).
+        locker = await asyncpg.connect(store.url)
+        tx = locker.transaction()
+        await tx.start()
+        await locker.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", job.id)
+        finish = asyncio.create_task(store.finish_job(
+            job.id, JobStatus.COMPLETED, utcnow(), result="{}", announce=False))
+        await asyncio.sleep(0.3)
+        assert not finish.done()
+        finish.cancel()
+        await asyncio.gather(finish, return_exceptions=True)
+        await tx.rollback()
+        await locker.close()
+        # The store goes on (the cancelled statement may or may not have committed:
+        # the cancel request races the lock's release).
+        ids = await _run_jobs(store, token_id, 10)
+        assert await admin.fetchval(
+            "SELECT count(*) FROM jobs WHERE id = ANY($1::text[]) AND status = 'completed'",
+            ids) == 10
+        await store.finish_job(job.id, JobStatus.COMPLETED, utcnow(), result="{}",
+                               announce=False)
+        assert await admin.fetchval("SELECT status FROM jobs WHERE id = $1", job.id) == \
+            "completed"
+        # The store never holds more connections than its pool allows, listener apart.
+        assert len(await _backends(admin, database)) <= store._pool.get_max_size()
 
-    async def run() -> None:
-        store, token_id = await _store_with_token(url)
-        admin = await asyncpg.connect(url)
-        try:
-            await _run_jobs(store, token_id, 10)
-            job = _job(token_id)
-            assert await store.submit_job(job, "node", None) == "ok"
-            # Another session holds the job's row: the finish waits on its lock, and is
-            # cancelled there (as a shutdown cancels a run's last steps).
-            locker = await asyncpg.connect(url)
-            tx = locker.transaction()
-            await tx.start()
-            await locker.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", job.id)
-            finish = asyncio.create_task(store.finish_job(
-                job.id, JobStatus.COMPLETED, utcnow(), result="{}", announce=False))
-            await asyncio.sleep(0.3)
-            assert not finish.done()
-            finish.cancel()
-            await asyncio.gather(finish, return_exceptions=True)
-            await tx.rollback()
-            await locker.close()
-            # The store goes on (the cancelled statement may or may not have committed:
-            # the cancel request races the lock's release).
-            ids = await _run_jobs(store, token_id, 10)
-            assert await admin.fetchval(
-                "SELECT count(*) FROM jobs WHERE id = ANY($1::text[]) AND status = 'completed'",
-                ids) == 10
-            await store.finish_job(job.id, JobStatus.COMPLETED, utcnow(), result="{}",
-                                   announce=False)
-            assert await admin.fetchval("SELECT status FROM jobs WHERE id = $1", job.id) == \
-                "completed"
-            # The store never holds more connections than its pool allows, listener apart.
-            assert len(await _backends(admin, database)) <= store._pool.get_max_size()
-        finally:
-            await admin.close()
-            await asyncio.wait_for(store.close(), 10)
-        assert store._pool.is_closing()
-
-    asyncio.run(run())
+    _with_store(postgres, scenario)
 
 
 def test_the_token_caches_forget_on_a_notify_after_their_ttl_and_when_the_listener_reconnects(
@@ -135,54 +134,47 @@ def test_the_token_caches_forget_on_a_notify_after_their_ttl_and_when_the_listen
     cache's lifetime, and the emptying when the listener connects again."""
     import pesto.pgstore
     monkeypatch.setattr(pesto.pgstore, "TOKEN_CACHE_TTL", 0.5)
-    url = postgres.new_database()
     month = utcnow()[:7]
 
-    async def run() -> None:
-        store, _ = await _store_with_token(url)
-        admin = await asyncpg.connect(url)
-        try:
-            await store.listen({})
-            # Revocations below are not announced: the trigger is off.
-            await admin.execute("ALTER TABLE tokens DISABLE TRIGGER tokens_changed")
+    async def scenario(store: PgStore, token_id: int, admin: Any, database: str) -> None:
+        await store.listen({})
+        # Revocations below are not announced: the trigger is off.
+        await admin.execute("ALTER TABLE tokens DISABLE TRIGGER tokens_changed")
 
-            async def revoke_quietly() -> None:
-                await admin.execute("UPDATE tokens SET revoked_at = $1 WHERE name = 'held'"
-                                    " AND revoked_at IS NULL", utcnow())
-
-            assert await store.token_by_hash("h" * 64, month) is not None    # cached now
-            assert await store.live_token_hash("held") == "h" * 64
-            await revoke_quietly()
-            assert await store.token_by_hash("h" * 64, month) is not None    # still trusted
-            assert await store.live_token_hash("held") == "h" * 64
-            await asyncio.sleep(0.7)                                         # past the TTL
-            assert await store.token_by_hash("h" * 64, month) is None
-            assert await store.live_token_hash("held") is None
-
-            await admin.execute("INSERT INTO tokens (name, hash, created_at)"
-                                " VALUES ('held', $1, $2)", "g" * 64, utcnow())
-            assert await store.token_by_hash("g" * 64, month) is not None    # cached now
-            assert await store.live_token_hash("held") == "g" * 64
-            await revoke_quietly()
-            await store.listen({})                                           # reconnects
-            assert await store.token_by_hash("g" * 64, month) is None
-            assert await store.live_token_hash("held") is None
-
-            # Announced (the trigger on): the cache empties when the NOTIFY arrives.
-            await admin.execute("ALTER TABLE tokens ENABLE TRIGGER tokens_changed")
-            await admin.execute("INSERT INTO tokens (name, hash, created_at)"
-                                " VALUES ('held', $1, $2)", "f" * 64, utcnow())
-            await asyncio.sleep(0.2)
-            assert await store.live_token_hash("held") == "f" * 64           # cached now
+        async def revoke_quietly() -> None:
             await admin.execute("UPDATE tokens SET revoked_at = $1 WHERE name = 'held'"
                                 " AND revoked_at IS NULL", utcnow())
-            for _ in range(20):
-                if await store.live_token_hash("held") is None:
-                    break
-                await asyncio.sleep(0.01)
-            assert await store.live_token_hash("held") is None     # in 0.2 s: before the TTL
-        finally:
-            await admin.close()
-            await asyncio.wait_for(store.close(), 10)
 
-    asyncio.run(run())
+        assert await store.token_by_hash("h" * 64, month) is not None    # cached now
+        assert await store.live_token_hash("held") == "h" * 64
+        await revoke_quietly()
+        assert await store.token_by_hash("h" * 64, month) is not None    # still trusted
+        assert await store.live_token_hash("held") == "h" * 64
+        await asyncio.sleep(0.7)                                         # past the TTL
+        assert await store.token_by_hash("h" * 64, month) is None
+        assert await store.live_token_hash("held") is None
+
+        await admin.execute("INSERT INTO tokens (name, hash, created_at)"
+                            " VALUES ('held', $1, $2)", "g" * 64, utcnow())
+        assert await store.token_by_hash("g" * 64, month) is not None    # cached now
+        assert await store.live_token_hash("held") == "g" * 64
+        await revoke_quietly()
+        await store.listen({})                                           # reconnects
+        assert await store.token_by_hash("g" * 64, month) is None
+        assert await store.live_token_hash("held") is None
+
+        # Announced (the trigger on): the cache empties when the NOTIFY arrives.
+        await admin.execute("ALTER TABLE tokens ENABLE TRIGGER tokens_changed")
+        await admin.execute("INSERT INTO tokens (name, hash, created_at)"
+                            " VALUES ('held', $1, $2)", "f" * 64, utcnow())
+        await asyncio.sleep(0.2)
+        assert await store.live_token_hash("held") == "f" * 64           # cached now
+        await admin.execute("UPDATE tokens SET revoked_at = $1 WHERE name = 'held'"
+                            " AND revoked_at IS NULL", utcnow())
+        for _ in range(20):
+            if await store.live_token_hash("held") is None:
+                break
+            await asyncio.sleep(0.01)
+        assert await store.live_token_hash("held") is None     # in 0.2 s: before the TTL
+
+    _with_store(postgres, scenario)
