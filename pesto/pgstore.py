@@ -236,11 +236,70 @@ MIGRATIONS: tuple[str, ...] = (
                                      p_queue_limit);
     END $$;
     """,
+    # 4: a token's executions in a month are counted in up to 16 rows (`shard`: the row
+    # its job id hashes to), summed where read. With one row, every insert of a token
+    # updated the same row, which stays locked until the insert's commit: concurrent
+    # inserts of one token (a platform sending every job with its one token), from any
+    # node, each waited for the one before to be committed. Measured with durable
+    # commits (PostgreSQL's defaults), 8 clients: 1,444 inserts/s of one token against
+    # 3,121 of 8 tokens before; 2,529 against 2,801 after.
+    # pesto_submit_admitted is migration 1's, with those two changes (marked).
+    """
+    ALTER TABLE usage ADD COLUMN shard smallint NOT NULL DEFAULT 0;
+    ALTER TABLE usage DROP CONSTRAINT usage_pkey;
+    ALTER TABLE usage ADD PRIMARY KEY (token_id, month, shard);
+
+    CREATE OR REPLACE FUNCTION pesto_submit_admitted(
+        p_id text, p_token bigint, p_status text, p_request text, p_created text,
+        p_node text, p_queue_limit integer)
+    RETURNS text LANGUAGE plpgsql AS $$
+    DECLARE
+        t tokens%ROWTYPE;
+        n integer;
+        p_month text := substr(p_created, 1, 7);
+    BEGIN
+        SELECT * INTO t FROM tokens WHERE id = p_token;
+        IF t.max_concurrency IS NOT NULL OR t.monthly_limit IS NOT NULL THEN
+            PERFORM 1 FROM tokens WHERE id = p_token FOR UPDATE;
+            IF t.max_concurrency IS NOT NULL THEN
+                SELECT count(*) INTO n FROM jobs
+                    WHERE token_id = p_token AND status IN ('queued', 'running');
+                IF n >= t.max_concurrency THEN RETURN 'concurrency'; END IF;
+            END IF;
+            IF t.monthly_limit IS NOT NULL THEN
+                -- changed: the sum of the shards
+                SELECT coalesce(sum(executions), 0) INTO n FROM usage
+                    WHERE token_id = p_token AND month = p_month;
+                IF n >= t.monthly_limit THEN RETURN 'quota'; END IF;
+            END IF;
+        END IF;
+        IF p_status = 'queued' AND p_queue_limit IS NOT NULL THEN
+            SELECT count(*) INTO n FROM jobs WHERE status = 'queued';
+            IF n >= p_queue_limit THEN RETURN 'full'; END IF;
+        END IF;
+        INSERT INTO jobs (id, token_id, status, request, created_at, started_at, node_id)
+            VALUES (p_id, p_token, p_status, p_request, p_created,
+                    CASE WHEN p_status = 'running' THEN p_created END,
+                    CASE WHEN p_status = 'running' THEN p_node END);
+        -- changed: the job's shard
+        INSERT INTO usage AS u (token_id, month, shard, executions, last_used_at)
+            VALUES (p_token, p_month, hashtext(p_id) & 15, 1, p_created)
+            ON CONFLICT (token_id, month, shard) DO UPDATE
+            SET executions = u.executions + 1, last_used_at = excluded.last_used_at;
+        IF p_status = 'queued' THEN
+            PERFORM pg_notify('pesto_queue', '');
+        END IF;
+        RETURN 'ok';
+    END $$;
+    """,
 )
 
 _TOKEN_COLUMNS = ("t.id, t.name, t.created_at, coalesce((SELECT max(l.last_used_at) FROM usage l"
                   " WHERE l.token_id = t.id), t.last_used_at), t.rate_limit, t.monthly_limit,"
                   " t.max_concurrency, t.revoked_at")
+# A token's executions in the month $1 (migration 4: the sum of its shards).
+_MONTH_EXECUTIONS = ("coalesce((SELECT sum(u.executions) FROM usage u"
+                     " WHERE u.token_id = t.id AND u.month = $1), 0)")
 _JOB_COLUMNS = "id, token_id, status, request, created_at, started_at, finished_at, result, error"
 _DELIVERY_COLUMNS = ("id, job_id, token_id, url, payload, status, attempts, created_at,"
                      " next_attempt_at, last_error")
@@ -570,8 +629,7 @@ class PgStore:
                 return cached[1]
         seen = self._tokens_seen
         row = await self._pool.fetchrow(
-            f"SELECT {_TOKEN_COLUMNS}, coalesce(u.executions, 0) FROM tokens t"
-            " LEFT JOIN usage u ON u.token_id = t.id AND u.month = $1"
+            f"SELECT {_TOKEN_COLUMNS}, {_MONTH_EXECUTIONS} FROM tokens t"
             " WHERE t.hash = $2 AND t.revoked_at IS NULL", month, token_hash)
         if row is None:
             return None              # unknown tokens are not cached: they are not bounded
@@ -622,8 +680,7 @@ class PgStore:
     async def list_tokens(self, month: str) -> list[Token]:
         """Every token, revoked ones too, oldest first, with usage in `month`."""
         rows = await self._pool.fetch(
-            f"SELECT {_TOKEN_COLUMNS}, coalesce(u.executions, 0) FROM tokens t"
-            " LEFT JOIN usage u ON u.token_id = t.id AND u.month = $1 ORDER BY t.id", month)
+            f"SELECT {_TOKEN_COLUMNS}, {_MONTH_EXECUTIONS} FROM tokens t ORDER BY t.id", month)
         return [Token(*row) for row in rows]
 
     async def revoke_token(self, name: str) -> bool:
@@ -653,9 +710,9 @@ class PgStore:
         await self._pool.execute(
             f"WITH j AS (INSERT INTO jobs ({_JOB_COLUMNS})"
             "   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING token_id, created_at)"
-            " INSERT INTO usage (token_id, month, executions, last_used_at)"
-            " SELECT token_id, substr(created_at, 1, 7), 1, created_at FROM j"
-            " ON CONFLICT (token_id, month) DO UPDATE"
+            " INSERT INTO usage (token_id, month, shard, executions, last_used_at)"
+            " SELECT token_id, substr(created_at, 1, 7), hashtext($1) & 15, 1, created_at FROM j"
+            " ON CONFLICT (token_id, month, shard) DO UPDATE"
             " SET executions = usage.executions + 1, last_used_at = excluded.last_used_at",
             job.id, job.token_id, job.status.value, job.request, job.created_at, job.started_at,
             job.finished_at, job.result, job.error)

@@ -178,3 +178,78 @@ def test_the_token_caches_forget_on_a_notify_after_their_ttl_and_when_the_listen
         assert await store.live_token_hash("held") is None     # in 0.2 s: before the TTL
 
     _with_store(postgres, scenario)
+
+
+def test_one_tokens_concurrent_inserts_are_all_counted_and_its_quota_holds(
+        postgres: Any) -> None:
+    """A token's executions are counted in shards (migration 4), so that its concurrent
+    inserts do not queue behind one row's lock: every one is still counted, once, and a
+    monthly quota still admits exactly its limit."""
+    month = utcnow()[:7]
+
+    async def scenario(store: PgStore, token_id: int, admin: Any, database: str) -> None:
+        conns = [await asyncpg.connect(store.url) for _ in range(8)]
+
+        async def client(conn: Any, token: int, count: int) -> list[str]:
+            verdicts = []
+            for _ in range(count):
+                job = _job(token)
+                verdicts.append(await conn.fetchval(
+                    "SELECT pesto_submit($1, $2, $3, $4, $5, $6, $7)", job.id, token,
+                    "running", job.request, job.created_at, "node", None))
+            return verdicts
+
+        try:
+            verdicts = await asyncio.gather(*(client(c, token_id, 25) for c in conns))
+            assert {v for vs in verdicts for v in vs} == {"ok"}
+            token = await store.token_by_hash("h" * 64, month)
+            assert token is not None and token.month_executions == 200
+            listed = [t for t in await store.list_tokens(month) if t.id == token_id]
+            assert listed[0].month_executions == 200
+            assert await admin.fetchval("SELECT count(*) FROM usage WHERE token_id = $1",
+                                        token_id) > 1                   # spread over rows
+            # A quota of 10, asked for by 8 clients at once, twice each.
+            quota = await store.create_token("quota", "q" * 64, monthly_limit=10)
+            assert quota is not None
+            verdicts = await asyncio.gather(*(client(c, quota.id, 2) for c in conns))
+            flat = [v for vs in verdicts for v in vs]
+            assert flat.count("ok") == 10 and flat.count("quota") == 6, flat
+            assert (await store.token_by_hash("q" * 64, month)).month_executions == 10
+        finally:
+            for conn in conns:
+                await conn.close()
+
+    _with_store(postgres, scenario)
+
+
+def test_migration_4_keeps_the_counts_of_a_schema_3_database(postgres: Any,
+                                                              monkeypatch: Any) -> None:
+    import pesto.pgstore
+    url = postgres.new_database()      # migrated to the current schema: start over at 3
+    month = utcnow()[:7]
+
+    async def run() -> None:
+        admin = await asyncpg.connect(url)
+        try:
+            await admin.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+            monkeypatch.setattr(pesto.pgstore, "MIGRATIONS", pesto.pgstore.MIGRATIONS[:3])
+            store, token_id = await _store_with_token(url)
+            for _ in range(3):
+                job = _job(token_id)
+                assert await store.submit_job(job, "node", None) == "ok"
+            await store.close()
+            assert await admin.fetchval("SELECT max(version) FROM pesto_schema") == 3
+            monkeypatch.undo()
+            store = await PgStore.open(url)
+            try:
+                assert await store.schema_version() == 4
+                assert (await store.token_by_hash("h" * 64, month)).month_executions == 3
+                job = _job(token_id)
+                assert await store.submit_job(job, "node", None) == "ok"
+                assert (await store.token_by_hash("h" * 64, month)).month_executions == 4
+            finally:
+                await store.close()
+        finally:
+            await admin.close()
+
+    asyncio.run(run())
