@@ -68,8 +68,9 @@ class Postgres:
         return self.url(name)
 
     @classmethod
-    def start(cls) -> "Postgres":
-        """Reuse $PESTO_TEST_POSTGRES_URL (a server URL without database), or start a cluster.
+    def start(cls, *, durable: bool = False) -> "Postgres":
+        """Reuse $PESTO_TEST_POSTGRES_URL (a server URL without database), or start a cluster:
+        with fsync and synchronous commits off (a throwaway), or `durable` (the defaults).
 
         Raises RuntimeError with the reason when neither is possible.
         """
@@ -106,9 +107,11 @@ class Postgres:
         run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
             "--no-sync", "-E", "UTF8")
         # fsync off: a throwaway test cluster; max_connections: several nodes' pools at once.
+        quick = "" if durable else \
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
         run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(tmp / "log"), "-w", "start",
-            "-o", f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
-                  "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
+            "-o", f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 {quick}"
+                  "-c max_connections=300")
         server = cls(f"postgresql://postgres@127.0.0.1:{port}", data, owner)
         server._pg_ctl = [*(["runuser", "-u", owner, "--"] if owner else []),
                           str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
