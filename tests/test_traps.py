@@ -6,9 +6,13 @@ Each test names the trap it guards and fails for the layer it names.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
+import tempfile
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -397,6 +401,17 @@ def test_trap_small_limit_oom_never_picks_the_supervisor(runner):
     """
     if not runner.engine.layers["cgroups"]["enabled"]:
         pytest.skip("no memory cgroup here: tmpfs pages are capped by the disk limit instead")
+    # The compiler's files are read into the page cache here first, outside the slot:
+    # read cold by the compile stage, they would be charged to the slot's cgroup, and
+    # the kernel would reclaim them to make room for the run's tmpfs pages, lending
+    # the run up to their size beyond its limit (docs/memory.md, "A cold page
+    # cache"): it then fills the 64 MiB tmpfs and ends ok, and this trap is not met.
+    compiler = shutil.which("gcc")
+    if compiler is not None:
+        with tempfile.TemporaryDirectory() as warm:
+            (Path(warm) / "fill.c").write_text(FILL_TMPFS_C)
+            subprocess.run([compiler, "-std=gnu17", "-O2", "-pipe", "-o", f"{warm}/fill",
+                            f"{warm}/fill.c", "-lm"], check=True, capture_output=True)
     smallest = runner.settings.memory_min
     for _ in range(3):
         r = runner.run("c", FILL_TMPFS_C, memory_limit=smallest)
