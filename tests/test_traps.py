@@ -9,17 +9,17 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
 from pesto.engine import BASE_ENV
 from pesto.models import ExecuteRequest
 from pesto.sandbox.protocol import StageSpec
-from tests.conftest import find_run_process, leftover_workdirs, run_uid_processes
+from pesto.config import load_settings
+from tests.conftest import (UID_BASE, Runner, find_run_process, leftover_workdirs,
+                            run_uid_processes)
 
 
 def out(r):
@@ -390,7 +390,7 @@ int main(void) {
 """
 
 
-def test_trap_small_limit_oom_never_picks_the_supervisor(runner):
+def test_trap_small_limit_oom_never_picks_the_supervisor(runner, tmp_path):
     """A run with a tiny RSS that fills its tmpfs (charged to the slot's memory
     cgroup) under the smallest allowed limit: the OOM killer must pick the run.
 
@@ -401,21 +401,25 @@ def test_trap_small_limit_oom_never_picks_the_supervisor(runner):
     """
     if not runner.engine.layers["cgroups"]["enabled"]:
         pytest.skip("no memory cgroup here: tmpfs pages are capped by the disk limit instead")
-    # The compiler's files are read into the page cache here first, outside the slot:
-    # read cold by the compile stage, they would be charged to the slot's cgroup, and
-    # the kernel would reclaim them to make room for the run's tmpfs pages, lending
-    # the run up to their size beyond its limit (docs/memory.md, "A cold page
-    # cache"): it then fills the 64 MiB tmpfs and ends ok, and this trap is not met.
+    # Fresh slots, and the compiler's files read into the page cache here first: file
+    # pages a slot's earlier stages read cold stay charged to its cgroup, and the
+    # kernel reclaims them to make room for the run's tmpfs pages, lending the run up
+    # to their size beyond its limit (docs/memory.md, "A cold page cache"). It then
+    # fills the 64 MiB tmpfs and ends ok, and this trap is not met.
     compiler = shutil.which("gcc")
     if compiler is not None:
-        with tempfile.TemporaryDirectory() as warm:
-            (Path(warm) / "fill.c").write_text(FILL_TMPFS_C)
-            subprocess.run([compiler, "-std=gnu17", "-O2", "-pipe", "-o", f"{warm}/fill",
-                            f"{warm}/fill.c", "-lm"], check=True, capture_output=True)
-    smallest = runner.settings.memory_min
-    for _ in range(3):
-        r = runner.run("c", FILL_TMPFS_C, memory_limit=smallest)
-        assert r.runtime.status == "memory", r.runtime
-        hog = runner.run("python", "x = bytearray(200 << 20)", memory_limit=smallest)
-        assert hog.runtime.status == "memory", hog.runtime
-    assert runner.run("python", "print('alive')").runtime.stdout == "alive\n"
+        (tmp_path / "fill.c").write_text(FILL_TMPFS_C)
+        subprocess.run([compiler, "-std=gnu17", "-O2", "-pipe", "-o", str(tmp_path / "fill"),
+                        str(tmp_path / "fill.c"), "-lm"], check=True, capture_output=True)
+    fresh = Runner(load_settings(env={}, data_dir=str(tmp_path / "data"),
+                                 uid_base=UID_BASE + 400, uid_count=40))
+    try:
+        smallest = fresh.settings.memory_min
+        for _ in range(3):
+            r = fresh.run("c", FILL_TMPFS_C, memory_limit=smallest)
+            assert r.runtime.status == "memory", r.runtime
+            hog = fresh.run("python", "x = bytearray(200 << 20)", memory_limit=smallest)
+            assert hog.runtime.status == "memory", hog.runtime
+        assert fresh.run("python", "print('alive')").runtime.stdout == "alive\n"
+    finally:
+        fresh.close()
