@@ -623,10 +623,10 @@ class PgStore:
         cached count is not used for any decision.
         """
         now = time.monotonic()
-        if month == self._tokens_month:
-            cached = self._tokens.get(token_hash)
-            if cached is not None and cached[0] > now:
-                return cached[1]
+        cached = self._cached(self._tokens, token_hash, now) \
+            if month == self._tokens_month else None
+        if cached is not None:
+            return cached
         seen = self._tokens_seen
         row = await self._pool.fetchrow(
             f"SELECT {_TOKEN_COLUMNS}, {_MONTH_EXECUTIONS} FROM tokens t"
@@ -634,15 +634,32 @@ class PgStore:
         if row is None:
             return None              # unknown tokens are not cached: they are not bounded
         token = Token(*row)
-        # Cached only if no write to tokens was heard while this read was out: a
-        # revocation committed after the read's snapshot NOTIFYs after it too, so
-        # it either empties the cache before the entry goes in or stops it here.
-        if token.monthly_limit is None and self.listening and seen == self._tokens_seen:
-            if month != self._tokens_month or len(self._tokens) >= TOKEN_CACHE_MAX:
+        if token.monthly_limit is None:
+            if month != self._tokens_month:
                 self._tokens.clear()
                 self._tokens_month = month
-            self._tokens[token_hash] = (now + TOKEN_CACHE_TTL, token)
+            self._keep(self._tokens, token_hash, token, now, seen)
         return token
+
+    @staticmethod
+    def _cached(cache: dict[str, tuple[float, Any]], key: str, now: float) -> Any:
+        """A token cache's live entry for `key`, or None."""
+        entry = cache.get(key)
+        return entry[1] if entry is not None and entry[0] > now else None
+
+    def _keep(self, cache: dict[str, tuple[float, Any]], key: str, value: Any, now: float,
+              seen: int) -> None:
+        """Cache a read of the tokens table begun when `_tokens_seen` was `seen`.
+
+        Only if no write to tokens was heard while the read was out: a revocation
+        committed after the read's snapshot NOTIFYs after it too, so it either
+        empties the cache before the entry goes in or stops it here.
+        """
+        if not self.listening or seen != self._tokens_seen:
+            return
+        if len(cache) >= TOKEN_CACHE_MAX:
+            cache.clear()
+        cache[key] = (now + TOKEN_CACHE_TTL, value)
 
     async def token_revoked(self, token_hash: str) -> bool:
         """Whether a revoked token has this hash (asked only after a failed lookup)."""
@@ -657,16 +674,14 @@ class PgStore:
         tokens, and emptied with them.
         """
         now = time.monotonic()
-        cached = self._token_names.get(name)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        cached = self._cached(self._token_names, name, now)
+        if cached is not None:
+            return cached
         seen = self._tokens_seen
         digest = await self._pool.fetchval(
             "SELECT hash FROM tokens WHERE name = $1 AND revoked_at IS NULL", name)
-        if digest is not None and self.listening and seen == self._tokens_seen:
-            if len(self._token_names) >= TOKEN_CACHE_MAX:
-                self._token_names.clear()
-            self._token_names[name] = (now + TOKEN_CACHE_TTL, digest)
+        if digest is not None:
+            self._keep(self._token_names, name, digest, now, seen)
         return digest
 
     async def rate_hit(self, token_id: int, limit: int) -> float:
